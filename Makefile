@@ -1,0 +1,30 @@
+# Two commands set everything up on a fresh machine: `make derive` and `make test`.
+# Both create (or reuse) the virtual environment .venv with this project installed in editable mode.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+EXTRAS ?= test
+STAMP := $(VENV)/.installed-$(EXTRAS)
+
+.PHONY: derive test check docs clean
+
+$(STAMP): setup.cfg pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[$(EXTRAS)]'
+	touch $@
+
+## derive: regenerate generated/ (kernels and LaTeX) from the catalogue and derive/user_activations.json
+derive: $(STAMP)
+	$(PY) -m codegen
+
+## check: fail with a diff when generated/ is not what `make derive` would write
+check: $(STAMP)
+	$(PY) -m codegen --check
+
+## test: the whole test suite
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

@@ -1,0 +1,60 @@
+"""The whole pipeline, stage by stage: activations -> derivations -> files -> generated/.
+
+    # [Activation] -> [Derivation]        derive.recurrence.derive, one process per core
+    # [Derivation] -> {path: text}        codegen.render.render (printers + Jinja templates)
+    # {path: text} -> generated/          codegen.render.write_tree (atomic)
+"""
+import difflib
+import os
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+from codegen.render import render, write_tree
+from derive.catalogue import CATALOGUE, USER_FILE, all_activations
+from derive.recurrence import derive
+
+ROOT = Path(__file__).resolve().parent.parent
+GENERATED = ROOT / "generated"
+
+
+def derive_all(activations, workers=None):
+    """[Activation] -> [Derivation], in the same order. SymPy is single-threaded: one process per core."""
+    workers = workers or min(len(activations), os.cpu_count() or 1)
+    if workers <= 1 or len(activations) <= 1:
+        return [derive(a) for a in activations]
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(derive, activations))
+
+
+def emit(user_file=USER_FILE, workers=None, base=CATALOGUE):
+    """Everything ``make derive`` writes, as {path relative to generated/: text}; writes nothing.
+
+    ``base`` is the built-in catalogue (tests pass a shorter one to stay fast).
+    """
+    # [Activation] -> [Derivation]
+    derivations = derive_all(all_activations(user_file, base), workers)
+    # [Derivation] -> {path: text}
+    return render(derivations)
+
+
+def build(root=GENERATED, user_file=USER_FILE, workers=None, base=CATALOGUE):
+    """Regenerate ``root`` from the catalogue; returns the relative paths that changed."""
+    files = emit(user_file, workers, base)
+    # {path: text} -> generated/
+    return write_tree(files, root)
+
+
+def drift(files, root=GENERATED):
+    """Unified diffs between the files the engine emits now and those under ``root`` ('' when none)."""
+    root = Path(root)
+    out = []
+    on_disk = {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()
+               and "__pycache__" not in p.parts}
+    for rel in sorted(set(files) | on_disk):
+        new = files.get(rel, "")
+        path = root / rel
+        old = path.read_text(encoding="utf-8") if path.exists() else ""
+        if old != new:
+            out.extend(difflib.unified_diff(old.splitlines(True), new.splitlines(True),
+                                            f"generated/{rel} (committed)", f"generated/{rel} (emitted now)"))
+    return "".join(out)

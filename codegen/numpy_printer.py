@@ -1,0 +1,81 @@
+"""SymPy expression -> NumPy source text: the printer subclass, and elementwise functions with CSE.
+
+Overrides of SymPy's NumPyPrinter, each for one reason:
+- module prefix ``np.`` (the generated modules ``import numpy as np``);
+- ``sigmoid``, ``softplus``, ``erf``: stable forms (``sigmoid`` and ``erf`` come from ``generated/_support.py``;
+  softplus is ``np.logaddexp(0, u)``, which never overflows);
+- ``Piecewise`` as nested ``np.where`` instead of ``np.select`` (cheaper, and ``select`` needs a default);
+- ``Float`` as the shortest literal that round-trips, ``x**-1`` as a division, ``Abs`` as ``np.abs``.
+"""
+import sympy as sp
+from sympy.printing.numpy import NumPyPrinter
+
+from codegen.passes import prepare
+
+
+class KernelPrinter(NumPyPrinter):
+    """Prints the elementwise expressions of a derivation as NumPy code."""
+
+    def _module_format(self, fqn, register=True):
+        # every generated module imports numpy as np
+        return "np." + fqn.split(".", 1)[1] if fqn.startswith("numpy.") else fqn
+
+    def _print_sigmoid(self, expr):
+        # exp(-|u|) never overflows; see generated/_support.py
+        return f"sigmoid({self._print(expr.args[0])})"
+
+    def _print_softplus(self, expr):
+        # log(1 + exp(u)) overflows at u > 709; logaddexp does not
+        return f"np.logaddexp(0, {self._print(expr.args[0])})"
+
+    def _print_erf(self, expr):
+        # NumPy has no erf; the support module provides a vectorised one
+        return f"erf({self._print(expr.args[0])})"
+
+    def _print_Piecewise(self, expr):
+        # nested np.where: the last branch's condition is True
+        (value, cond), rest = expr.args[0], expr.args[1:]
+        tail = self._print(rest[0].expr) if len(rest) == 1 and rest[0].cond is sp.true \
+            else self._print_Piecewise(sp.Piecewise(*rest))
+        return f"np.where({self._print(cond)}, {self._print(value)}, {tail})"
+
+    def _print_Relational(self, expr):
+        # plain operators read better than np.greater(...)
+        return f"({self._print(expr.lhs)} {expr.rel_op} {self._print(expr.rhs)})"
+
+    def _print_Float(self, expr):
+        # the shortest literal that round-trips to the same double
+        return repr(float(expr))
+
+    def _print_Abs(self, expr):
+        return f"np.abs({self._print(expr.args[0])})"
+
+    def _print_Pow(self, expr, rational=False):
+        # 1/u rather than u**(-1.0)
+        if expr.exp == -1:
+            return f"1 / {self.parenthesize(expr.base, sp.printing.precedence.PRECEDENCE['Mul'])}"
+        return super()._print_Pow(expr, rational=rational)
+
+    def _print_Max(self, expr):
+        return self._binary_reduce("np.maximum", expr.args)
+
+    def _print_Min(self, expr):
+        return self._binary_reduce("np.minimum", expr.args)
+
+    def _binary_reduce(self, fn, args):
+        head, *rest = args
+        return f"{fn}({self._print(head)}, {self._binary_reduce(fn, rest) if len(rest) > 1 else self._print(rest[0])})"
+
+
+def elementwise_body(expr, arg, argname):
+    """Lines of a function body computing ``expr`` (in the symbol ``arg``) from the array ``argname``.
+
+    Common subexpressions become temporaries ``_tmp0``, ``_tmp1``, ... numbered in order of appearance, so the
+    text is the same on every run. Returns (assignments, result expression) as strings.
+    """
+    printer = KernelPrinter()
+    named = sp.Symbol(argname, real=True)
+    prepared = prepare(expr).subs(arg, named)
+    replacements, (reduced,) = sp.cse([prepared], symbols=sp.numbered_symbols("_tmp"), order="canonical")
+    lines = [f"{printer.doprint(sym)} = {printer.doprint(value)}" for sym, value in replacements]
+    return lines, printer.doprint(reduced)

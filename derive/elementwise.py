@@ -1,0 +1,272 @@
+"""Activation -> its scalar derivation: f, f', f' in terms of the output h = f(x) where one exists, and sup |f'|.
+
+Everything here is about the scalar function; ``derive.recurrence`` lifts it to the RNN's matrices.
+
+The output form is found, never assumed: each branch of f is inverted with SymPy's ``solve``, f' is rewritten at the
+inverse, and the result is accepted only if SymPy proves g(f(x)) - f'(x) = 0 on the branch AND the identity holds at
+40 digits on a grid of points (branch boundaries and |x| up to 1e3 included). A branch where f is not monotone (SiLU,
+GELU, sin) is not inverted at all: no function of h can give f' there.
+"""
+from dataclasses import dataclass
+
+import mpmath
+import sympy as sp
+
+from derive.errors import DerivationError
+from derive.functions import sigmoid, softplus, to_elementary, to_stable
+from derive.parse import X as x
+
+H = sp.Symbol("h", real=True)  # the output h = f(x)
+
+GRID = tuple(sp.Rational(k, 4) for k in range(-80, 81)) + tuple(
+    s * sp.Integer(v) for v in (30, 50, 100, 1000) for s in (1, -1))
+_DIGITS = 40
+
+
+@dataclass(frozen=True)
+class Elementwise:
+    """The scalar derivation of one activation. ``df_h`` is None when f' cannot be written in h alone.
+
+    ``gamma`` is sup |f'(x)| over the reals (sp.oo when unbounded, None when not found); ``gamma_exact`` says
+    whether SymPy found it in closed form (else it is a 15-digit numeric value).
+    """
+
+    f: sp.Expr
+    df: sp.Expr
+    df_h: sp.Expr = None
+    gamma: sp.Expr = None
+    gamma_exact: bool = False
+    kinks: tuple = ()  # the x where f' jumps (relu: 0); finite differences across them are meaningless
+
+    @property
+    def uses_output(self):
+        return self.df_h is not None
+
+
+def derive_elementwise(f):
+    """f (SymPy expression in x, parameters substituted) -> Elementwise. Raises DerivationError when it cannot."""
+    f = sp.piecewise_fold(to_stable(sp.sympify(f)))
+    _check_activation(f)
+    df = _tidy(kink_convention(sp.diff(f, x)))
+    _check_derivative(f, df)
+    df_h = output_form(f, df)
+    gamma, exact = sup_abs(df)
+    return Elementwise(f=f, df=df, df_h=df_h, gamma=gamma, gamma_exact=exact, kinks=kinks(df))
+
+
+def kinks(df):
+    """The finite branch boundaries of f' where its one-sided values differ, sorted."""
+    out = set()
+    pieces = [(e, d) for e, d in _branches(df) if not d.is_empty]
+    edges = {p for _, d in pieces for p in d.boundary if p.is_finite} if len(pieces) > 1 else set()
+    for c in edges:
+        sides = {sp.N(e.subs(x, c), 30) for e, d in pieces if sp.Union(d, d.boundary).contains(c) is sp.true}
+        if len(sides) > 1:
+            out.add(c)
+    return tuple(sorted(out))
+
+
+def _check_activation(f):
+    extra = f.free_symbols - {x}
+    if extra:
+        raise DerivationError(f"activation {f} has symbols other than x: {', '.join(sorted(map(str, extra)))}")
+    if x not in f.free_symbols:
+        raise DerivationError(f"activation {f} is constant: it does not depend on x, so every gradient is zero")
+    if f.has(sp.I, sp.zoo, sp.nan):
+        raise DerivationError(f"activation {f} is not real-valued")
+
+
+def kink_convention(df):
+    """At a kink SymPy's Heaviside(0) is 1/2; we take 0 (PyTorch's relu'(0) = 0) and write it as a Piecewise."""
+    return df.replace(sp.Heaviside, lambda u, *rest: sp.Piecewise((1, u > 0), (0, True)))
+
+
+def _tidy(expr):
+    """SymPy's simplification of ``expr``, taken only when it is shorter and brings in no new function.
+
+    New functions are refused because they can be numerically worse: simplify turns tanh' = 1 - tanh^2 into
+    1/cosh^2, which overflows at |x| > 710.
+    """
+    def kinds(e):
+        return {type(a) for a in e.atoms(sp.Function)}
+
+    simpler = sp.simplify(expr)
+    if sp.count_ops(simpler) < sp.count_ops(expr) and kinds(simpler) <= kinds(expr) and not simpler.has(sp.I):
+        return simpler
+    return expr
+
+
+def _check_derivative(f, df):
+    if df.has(sp.Derivative, sp.Subs):
+        raise DerivationError(f"the derivative of {f} has no closed elementary form: SymPy leaves {df}")
+    if df.has(sp.DiracDelta):
+        raise DerivationError(f"the derivative of {f} has a Dirac delta: {f} is discontinuous")
+    if df.is_zero:
+        raise DerivationError(f"activation {f} has derivative 0 everywhere: every gradient would be zero")
+
+
+def _branches(f):
+    """[(expr, set of x)] covering the reals, one per Piecewise branch (a single branch when f is smooth)."""
+    if f.has(sp.Abs, sp.Max, sp.Min, sp.sign):
+        f = sp.piecewise_fold(f.rewrite(sp.Piecewise))
+    if not isinstance(f, sp.Piecewise):
+        return [(f, sp.S.Reals)]
+    out, rest = [], sp.S.Reals
+    for expr, cond in f.args:
+        domain = rest if cond is sp.true else sp.Intersection(rest, cond.as_set())
+        out.append((expr, domain))
+        rest = sp.Complement(rest, domain)
+    return out
+
+
+def _mp(expr, var):
+    """A 40-digit mpmath function of ``var`` (the named primitives written out first)."""
+    return sp.lambdify(var, to_elementary(expr), modules=["mpmath"])
+
+
+def _points(domain):
+    pts = [p for p in GRID if domain.contains(p) is sp.true]
+    if isinstance(domain, sp.Interval):
+        pts += [e for e in (domain.left, domain.right) if e.is_finite and domain.contains(e) is sp.true]
+    return pts
+
+
+def _agree(a, b):
+    return abs(a - b) <= mpmath.mpf(10) ** (-25) * max(1, abs(b))
+
+
+def _monotone(df_branch, domain):
+    """f' keeps one sign over the branch's grid points (f is injective there, so f' may be a function of h)."""
+    d = _mp(df_branch, x)
+    with mpmath.workdps(_DIGITS):
+        signs = {mpmath.sign(d(mpmath.mpf(p))) for p in _points(domain)}
+    return signs <= {1, 0} or signs <= {-1, 0}
+
+
+def _invert_branch(fi, dfi, domain):
+    """g(h) with g(fi(x)) = dfi(x) for x in ``domain``, or None."""
+    if x not in dfi.free_symbols:
+        return dfi
+    if not _monotone(dfi, domain):
+        return None
+    for inv in _inverses(fi, domain):
+        at_inverse = to_elementary(dfi).subs(x, inv)
+        # tanh(atanh(h)) folds by itself; what solve returns for other branches needs exp form to simplify.
+        for candidate in (sp.simplify(at_inverse), sp.simplify(at_inverse.rewrite(sp.exp))):
+            candidate = to_stable(min(candidate, sp.factor(candidate), key=sp.count_ops))
+            if not candidate.has(x, sp.I) and _verified(candidate, fi, dfi, domain):
+                return candidate
+    return None
+
+
+def _inverses(fi, domain):
+    """Candidate inverses x = g(h) of h = fi(x) on ``domain``: solveset's finite answers, else solve's."""
+    equation = sp.Eq(H, to_elementary(fi))
+    try:
+        found = sp.solveset(equation, x, domain)
+        if isinstance(found, sp.Intersection):
+            found = next((a for a in found.args if isinstance(a, sp.FiniteSet)), None)
+        if isinstance(found, sp.FiniteSet):
+            return list(found)
+        return sp.solve(equation, x)
+    except (NotImplementedError, ValueError, TypeError):
+        return []
+
+
+def _verified(g, fi, dfi, domain):
+    """g(fi(x)) == dfi(x): SymPy proves it symbolically, and it holds at 40 digits on the grid."""
+    if sp.simplify(to_elementary(g.subs(H, fi) - dfi)) != 0:
+        return False
+    gm, fm, dm = _mp(g, H), _mp(fi, x), _mp(dfi, x)
+    with mpmath.workdps(_DIGITS):
+        try:
+            return all(_agree(gm(fm(mpmath.mpf(p))), dm(mpmath.mpf(p))) for p in _points(domain))
+        except (ZeroDivisionError, ValueError, TypeError):
+            return False
+
+
+def output_form(f, df):
+    """f' written in h = f(x) alone, as a SymPy expression in ``H``; None when no such form exists or none is found.
+
+    Piecewise f: each branch is inverted on its own domain, and the branches are told apart in h by their images,
+    which must not overlap (relu: x > 0 <=> h > 0).
+    """
+    pieces = []
+    for fi, domain in _branches(f):
+        if domain.is_empty:
+            continue
+        dfi = kink_convention(sp.diff(fi, x))
+        g = _invert_branch(fi, dfi, domain)
+        if g is None:
+            return None
+        image = sp.calculus.util.function_range(to_elementary(fi), x, domain)
+        pieces.append((g, image))
+    for i, (_, a) in enumerate(pieces):
+        for _, b in pieces[i + 1:]:
+            if not sp.Intersection(a, b).is_empty:
+                return None
+    if len(pieces) == 1:
+        form = pieces[0][0]
+    else:
+        whole = sp.Union(*[image for _, image in pieces])
+        form = sp.Piecewise(*[(g, _within(image, whole).as_relational(H)) for g, image in pieces[:-1]],
+                            (pieces[-1][0], True))
+    # The whole form, kinks included, against f' at 40 digits: the final word on whether it is used.
+    gm, fm, dm = _mp(form, H), _mp(f, x), _mp(df, x)
+    with mpmath.workdps(_DIGITS):
+        ok = all(_agree(gm(fm(mpmath.mpf(p))), dm(mpmath.mpf(p))) for p in GRID + (sp.Integer(0),))
+    return form if ok else None
+
+
+def _within(image, whole):
+    """The image as the shortest interval that selects it among the values h can take (h >= 0, not 0 <= h < 1)."""
+    def same_end(end):  # the image reaches that end of the whole range, attained exactly when the whole is
+        return end.is_finite is not True or (whole.contains(end) is sp.true) == (image.contains(end) is sp.true)
+
+    if isinstance(image, sp.Interval) and image.sup == whole.sup and same_end(whole.sup):
+        image = sp.Interval(image.inf, sp.oo, image.left_open, True)
+    if isinstance(image, sp.Interval) and image.inf == whole.inf and same_end(whole.inf):
+        image = sp.Interval(-sp.oo, image.sup, True, image.right_open)
+    return image
+
+
+def sup_abs(df):
+    """sup over real x of |f'(x)|: (value, exact). Closed form from SymPy where it finds one, else numeric."""
+    best, exact = sp.S.Zero, True
+    for dfi, domain in _branches(df):
+        if domain.is_empty:
+            continue
+        try:
+            if sp.count_ops(sp.diff(to_elementary(dfi), x)) > 25:
+                raise NotImplementedError  # SymPy spends seconds, then fails, on long transcendental f''
+            lo = sp.calculus.util.minimum(to_elementary(dfi), x, domain)
+            hi = sp.calculus.util.maximum(to_elementary(dfi), x, domain)
+            value = sp.Max(sp.Abs(lo), sp.Abs(hi))
+            if not value.is_number or value.has(sp.nan):
+                raise ValueError
+        except (NotImplementedError, ValueError, TypeError):
+            value, exact = _sup_abs_numeric(dfi, domain), False
+            if value is None:
+                return None, False
+        best = sp.Max(best, value)
+    return sp.nsimplify(best) if exact else best, exact
+
+
+def _sup_abs_numeric(dfi, domain):
+    """Grid search of |f'| refined by a local maximiser; sp.oo when |f'| still grows at |x| = 1e6."""
+    d = _mp(dfi, x)
+    with mpmath.workdps(30):
+        far = [mpmath.mpf(s) * 10**k for s in (1, -1) for k in (3, 6)]
+        vals = {p: abs(d(p)) for p in far if domain.contains(sp.Float(p)) is sp.true}
+        for s in (1, -1):
+            if domain.contains(s * 10**6) is sp.true and vals[s * mpmath.mpf(10)**6] > 2 * vals[s * mpmath.mpf(10)**3]:
+                return sp.oo
+        grid = [mpmath.mpf(p) for p in _points(domain)]
+        vals.update({p: abs(d(p)) for p in grid})
+        p0 = max(vals, key=vals.get)
+        try:
+            p1 = mpmath.findroot(lambda t: mpmath.diff(lambda u: abs(d(u)), t), p0)
+            v1 = abs(d(p1))
+        except (ValueError, ZeroDivisionError):
+            v1 = 0
+        return sp.Float(max(vals[p0], v1), 15)

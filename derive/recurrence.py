@@ -1,0 +1,149 @@
+"""Scalar derivation -> the RNN's: E_t, h_t, the Jacobian dh_t/dh_{t-1}, and the BPTT equations, as SymPy objects.
+
+The recurrence is built from SymPy matrix symbols of symbolic size (x_t: D x 1, h_{t-1}: H x 1, V: H x D,
+W: H x H, b_h: H x 1) and differentiated by SymPy:
+
+    E_t = V x_t + W h_{t-1} + b_h,   h_t = f.(E_t)   (f applied elementwise)
+    dh_t/dE_t = diag(f'(E_t)),   dE_t/dh_{t-1} = W,   dh_t/dh_{t-1} = diag(f'(E_t)) W
+
+SymPy's matrix derivative is in denominator layout (d(W h)/dh = W^T); we transpose each factor into the seed's
+numerator layout and multiply them (the chain rule). SymPy also differentiates the composite f.(E_t(h_{t-1}))
+directly; the two must agree (checked here, on every derivation).
+
+The BPTT equations come from the same objects. With delta_t = dL/dE_t and g_t = dL/dh_t taken directly:
+
+    dL/dh_t  = g_t + (dE_{t+1}/dh_t)^T delta_{t+1} = g_t + W^T delta_{t+1}
+    delta_t  = (dh_t/dE_t)^T dL/dh_t = (g_t + W^T delta_{t+1}) * f'(E_t)
+    and each parameter's gradient is the derivative of the pairing tr(delta_t^T E_t), summed over t:
+    dV = sum_t delta_t x_t^T,  dW = sum_t delta_t h_{t-1}^T,  db = sum_t delta_t,  dx_t = V^T delta_t,
+    dh_0 = W^T delta_1.
+"""
+from dataclasses import dataclass
+
+import sympy as sp
+from sympy.matrices.expressions.applyfunc import ElementwiseApplyFunction
+
+from derive.catalogue import Activation
+from derive.elementwise import H as h_scalar, Elementwise, derive_elementwise
+from derive.errors import DerivationError
+from derive.parse import X as x_scalar
+
+# Symbolic sizes: hidden H, input D.
+dim_H, dim_D = sp.symbols("H D", integer=True, positive=True)
+x_t = sp.MatrixSymbol("x_t", dim_D, 1)
+h_prev = sp.MatrixSymbol("h_{t-1}", dim_H, 1)
+V = sp.MatrixSymbol("V", dim_H, dim_D)
+W = sp.MatrixSymbol("W", dim_H, dim_H)
+b_h = sp.MatrixSymbol("b_h", dim_H, 1)
+E_t = sp.MatrixSymbol("E_t", dim_H, 1)
+h_t = sp.MatrixSymbol("h_t", dim_H, 1)
+g_t = sp.MatrixSymbol("g_t", dim_H, 1)           # dL/dh_t taken directly (the loss's own term)
+delta_t = sp.MatrixSymbol("delta_t", dim_H, 1)   # dL/dE_t
+delta_next = sp.MatrixSymbol("delta_{t+1}", dim_H, 1)
+
+
+@dataclass(frozen=True)
+class Derivation:
+    """Everything derived for one activation: the scalar parts (``scalar``) and the matrix equations.
+
+    Matrix fields are SymPy matrix expressions in the symbols of this module; the ``grad_*`` fields are one time
+    step's contribution (summed over t by the kernels).
+    """
+
+    name: str
+    activation: Activation
+    scalar: Elementwise
+    pre_activation: sp.MatrixExpr      # E_t = V x_t + W h_{t-1} + b_h
+    output: sp.MatrixExpr              # h_t = f.(E_t)
+    dh_dE: sp.MatrixExpr               # diag(f'(E_t))
+    dE_dh_prev: sp.MatrixExpr          # W
+    jacobian: sp.MatrixExpr            # diag(f'(E_t)) W
+    dL_dh: sp.MatrixExpr               # g_t + W^T delta_{t+1}
+    delta: sp.MatrixExpr               # diag(f'(E_t)) (g_t + W^T delta_{t+1})
+    grad_V: sp.MatrixExpr              # delta_t x_t^T
+    grad_W: sp.MatrixExpr              # delta_t h_{t-1}^T
+    grad_b: sp.MatrixExpr              # delta_t
+    grad_x: sp.MatrixExpr              # V^T delta_t
+    grad_h_prev: sp.MatrixExpr         # W^T delta_t
+
+    # Scalar shorthands the printers use.
+    @property
+    def f(self):
+        return self.scalar.f
+
+    @property
+    def df(self):
+        return self.scalar.df
+
+    @property
+    def df_h(self):
+        return self.scalar.df_h
+
+    @property
+    def uses_output(self):
+        return self.scalar.uses_output
+
+
+f_generic = sp.Function("f")  # the activation, left undefined while the matrix calculus is done
+
+
+def _elementwise(expr_in_x, arg):
+    return ElementwiseApplyFunction(sp.Lambda(x_scalar, expr_in_x), arg)
+
+
+def _numerator(d):
+    """SymPy's denominator-layout derivative -> the seed's numerator layout."""
+    return d.T.doit() if isinstance(d, sp.MatrixExpr) else d
+
+
+def _instantiate(expr, scalar):
+    """Fill the generic f and f' in a matrix expression with this activation's, written as Lambdas of ``x``.
+
+    The matrix calculus is done once for an undefined f (the structure diag(f'(E_t)) W holds for every f), and
+    SymPy's fresh Dummy variables are replaced by ``x``, so derivations compare with ``==`` and print cleanly.
+    """
+    def fill(fn, arg):
+        (var,), body = fn.variables, fn.expr
+        body = body.subs(sp.Derivative(f_generic(var), var), scalar.df.subs(x_scalar, var))
+        body = body.subs(f_generic(var), scalar.f.subs(x_scalar, var))
+        return ElementwiseApplyFunction(sp.Lambda(x_scalar, body.subs(var, x_scalar)), arg)
+
+    return expr.replace(ElementwiseApplyFunction, fill)
+
+
+def derive(activation):
+    """Activation -> Derivation. Raises DerivationError (a ValueError) when the activation cannot be derived."""
+    scalar = derive_elementwise(activation.bound())
+    pre_activation = V * x_t + W * h_prev + b_h
+    output_generic = ElementwiseApplyFunction(f_generic, E_t)
+
+    # The chain rule, one factor at a time, each derived by SymPy.
+    dh_dE_generic = _numerator(output_generic.diff(E_t))
+    dE_dh_prev = _numerator(pre_activation.diff(h_prev))
+    jacobian_generic = dh_dE_generic * dE_dh_prev
+    direct = _numerator(ElementwiseApplyFunction(f_generic, pre_activation).diff(h_prev))
+    output = _instantiate(output_generic, scalar)
+    dh_dE = _instantiate(dh_dE_generic, scalar)
+    jacobian = dh_dE * dE_dh_prev
+    if _instantiate(direct, scalar) != jacobian.subs(E_t, pre_activation):
+        raise DerivationError(f"{activation.name}: the chain rule gives {jacobian_generic}, SymPy's direct "
+                              f"derivative {direct}: they must agree")
+
+    # BPTT: dL/dh_t collects the loss's own term and what flows back from E_{t+1} = ... + W h_t + ...
+    dE_next_dh = _numerator(pre_activation.diff(h_prev))  # the same step one later: dE_{t+1}/dh_t
+    dL_dh = g_t + dE_next_dh.T * delta_next
+    delta = dh_dE.T * dL_dh
+
+    def grad(wrt):
+        """d tr(delta_t^T E_t) / d wrt: one step's contribution to dL/d wrt."""
+        return sp.Trace(delta_t.T * pre_activation).diff(wrt)
+
+    return Derivation(
+        name=activation.name, activation=activation, scalar=scalar,
+        pre_activation=pre_activation, output=output, dh_dE=dh_dE, dE_dh_prev=dE_dh_prev, jacobian=jacobian,
+        dL_dh=dL_dh, delta=delta,
+        grad_V=grad(V), grad_W=grad(W), grad_b=grad(b_h), grad_x=grad(x_t), grad_h_prev=grad(h_prev),
+    )
+
+
+__all__ = ["Derivation", "derive", "h_scalar"]
