@@ -74,6 +74,24 @@ def _check_activation(f):
         raise DerivationError(f"activation {f} is constant: it does not depend on x, so every gradient is zero")
     if f.has(sp.I, sp.zoo, sp.nan):
         raise DerivationError(f"activation {f} is not real-valued")
+    undefined = sorted(str(a.func) for a in f.atoms(sp.core.function.AppliedUndef))
+    if undefined:
+        raise DerivationError(f"activation {f} uses functions SymPy cannot differentiate: {', '.join(undefined)}")
+    _check_finite(f, f"activation {f} is not real and finite on the whole real line")
+
+
+def _check_finite(expr, what):
+    """Refuse ``expr`` when it is undefined, infinite or complex at a grid point (0 and |x| up to 1e3 included)."""
+    fm = _mp(expr, x)
+    with mpmath.workdps(30):
+        for p in GRID + (sp.Integer(0),):
+            try:
+                value = mpmath.mpmathify(fm(mpmath.mpf(p)))
+                ok = isinstance(value, mpmath.mpf) and mpmath.isfinite(value)
+            except (ZeroDivisionError, ValueError, OverflowError):
+                ok = False
+            if not ok:
+                raise DerivationError(f"{what}: at x = {p} it is undefined, infinite or complex")
 
 
 def kink_convention(df):
@@ -97,12 +115,14 @@ def _tidy(expr):
 
 
 def _check_derivative(f, df):
-    if df.has(sp.Derivative, sp.Subs):
+    if df.has(sp.Derivative, sp.Subs) or any(isinstance(a, sp.core.function.AppliedUndef)
+                                             for a in df.atoms(sp.Function)):
         raise DerivationError(f"the derivative of {f} has no closed elementary form: SymPy leaves {df}")
     if df.has(sp.DiracDelta):
         raise DerivationError(f"the derivative of {f} has a Dirac delta: {f} is discontinuous")
     if df.is_zero:
         raise DerivationError(f"activation {f} has derivative 0 everywhere: every gradient would be zero")
+    _check_finite(df, f"activation {f} is not differentiable everywhere: its derivative {df} is not finite")
 
 
 def _branches(f):

@@ -66,13 +66,32 @@ def parse_expression(text):
         tree = ast.parse(text.strip(), mode="eval")
     except SyntaxError as e:
         raise ExpressionError(f"expression {text!r} is not valid syntax: {e.msg} at column {e.offset}") from None
+    except (ValueError, RecursionError, MemoryError) as e:  # null bytes; nesting past the parser's own limits
+        raise ExpressionError(f"expression {text[:60]!r} cannot be parsed: {e}") from None
     nodes = sum(1 for _ in ast.walk(tree))
     if nodes > MAX_NODES:
         raise ExpressionError(f"expression has {nodes} syntax nodes; at most {MAX_NODES} are accepted")
-    expr = _Builder(text.strip()).build(tree.body)
+    if _tree_depth(tree.body) > MAX_DEPTH:
+        raise ExpressionError(f"expression nests operations deeper than {MAX_DEPTH}")
+    try:
+        expr = _Builder(text.strip()).build(tree.body)
+    except (ArithmeticError, RecursionError, TypeError, AttributeError) as e:
+        # SymPy could not build a value from whitelisted parts (an overflow, say): still the user's text
+        raise ExpressionError(f"expression {text[:60]!r} has no finite real value SymPy can build: "
+                              f"{type(e).__name__}: {e}") from None
     if expr.has(sp.I, sp.zoo, sp.oo, sp.nan):
         raise ExpressionError(f"expression {text!r} evaluates to a complex or infinite value ({expr})")
     return to_stable(expr)
+
+
+def _tree_depth(node):
+    """Depth of the syntax tree, without recursion."""
+    deepest, stack = 0, [(node, 1)]
+    while stack:
+        n, d = stack.pop()
+        deepest = max(deepest, d)
+        stack.extend((c, d + 1) for c in ast.iter_child_nodes(n))
+    return deepest
 
 
 def _check_depth(text):
@@ -141,8 +160,10 @@ class _Builder:
             # Bound |base ** exponent| before SymPy evaluates it: 10**10**10 would take forever.
             try:
                 b, p = abs(complex(sp.N(base, 30))), complex(sp.N(exponent, 30))
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):
                 self.refuse(node, "power")
+            if not (math.isfinite(b) and math.isfinite(p.real)):
+                self.refuse(node, f"power beyond 1e{MAX_LOG10_MAGNITUDE} in magnitude")
             if p.imag or (b == 0 and p.real < 0):
                 self.refuse(node, "power")
             if b not in (0.0, 1.0) and abs(p.real * math.log10(b)) > MAX_LOG10_MAGNITUDE:
@@ -162,4 +183,13 @@ class _Builder:
         arity = ARITY.get(func.id, 1)
         if len(node.args) != arity or any(isinstance(a, ast.Starred) for a in node.args):
             self.refuse(node, f"{func.id} takes exactly {arity} argument{'s' if arity > 1 else ''}; call")
-        return FUNCTIONS[func.id](*(self.build(a) for a in node.args))
+        args = [self.build(a) for a in node.args]
+        if func.id in ("exp", "sinh", "cosh") and args[0].is_number:
+            # exp(exp(exp(100))) is a number SymPy would try to evaluate for minutes: bound it first
+            try:
+                small = abs(float(sp.N(args[0], 15))) <= 700
+            except (TypeError, ValueError, OverflowError):
+                small = False
+            if not small:
+                self.refuse(node, "exp of a number beyond 700 (it overflows),")
+        return FUNCTIONS[func.id](*args)

@@ -48,7 +48,8 @@ def _array(value, name):
 def _shape(array, name, expected, labels):
     """A ValueError naming ``name``, its expected shape in symbols and numbers, and the shape given."""
     if array.shape != expected:
-        raise ValueError(f"{name} must have shape ({', '.join(labels)}) = {tuple(expected)}, got {array.shape}")
+        symbols = f"({labels[0]},)" if len(labels) == 1 else f"({', '.join(labels)})"
+        raise ValueError(f"{name} must have shape {symbols} = {tuple(expected)}, got {array.shape}")
 
 
 def check_forward(x, h0, V, W, b):

@@ -85,3 +85,36 @@ def test_command_line_reports_bad_expression_without_traceback(tmp_path):
                           capture_output=True, text=True)
     assert proc.returncode == 2
     assert "error:" in proc.stderr and "__import__" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_failure_midway_through_derive_leaves_generated_as_it_was(tmp_path, monkeypatch):
+    """make derive's pipeline with an error injected in the third module's rendering: nothing is written."""
+    import shutil
+
+    import codegen.render as render
+    from codegen.build import GENERATED, build
+
+    root = tmp_path / "generated"
+    shutil.copytree(GENERATED, root, ignore=shutil.ignore_patterns("__pycache__"))
+    user = tmp_path / "user.json"
+    user.write_text('{"extra": "x + tanh(x)"}')
+    before = snapshot(root)
+    real = render.module_context
+    seen = []
+
+    def failing(d):
+        seen.append(d.name)
+        if len(seen) == 3:
+            raise RuntimeError("injected failure while rendering")
+        return real(d)
+
+    monkeypatch.setattr(render, "module_context", failing)
+    base = [a for a in CATALOGUE if a.name in ("tanh", "relu", "sin", "sigmoid")]
+    with pytest.raises(RuntimeError, match="injected"):
+        build(root, user, workers=1, base=base)
+    assert snapshot(root) == before
+
+    user.write_text('{"extra": "x + os"}')  # a bad user entry stops make derive before any write
+    with pytest.raises(ExpressionError):
+        build(root, user, workers=1, base=base)
+    assert snapshot(root) == before
