@@ -26,5 +26,16 @@ check: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+## docs: the LaTeX derivations in generated/latex/ compiled to PDF under build/docs/ (needs pdflatex)
+docs: derive
+	@command -v pdflatex >/dev/null || { echo "pdflatex not found: apt-get install texlive-latex-base"; exit 1; }
+	mkdir -p build/docs
+	for f in generated/latex/*.tex; do \
+	  pdflatex -interaction=nonstopmode -halt-on-error -output-directory build/docs $$f >/dev/null && \
+	  pdflatex -interaction=nonstopmode -halt-on-error -output-directory build/docs $$f >/dev/null || \
+	  { echo "pdflatex failed on $$f: see build/docs/$$(basename $$f .tex).log"; exit 1; }; \
+	done
+	@echo "PDFs in build/docs/"
+
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

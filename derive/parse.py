@@ -10,6 +10,7 @@ powers (``10**10**10`` is refused rather than evaluated).
 """
 import ast
 import math
+import warnings
 
 import sympy as sp
 
@@ -63,7 +64,9 @@ def parse_expression(text):
         raise ExpressionError("expression is empty")
     _check_depth(text)
     try:
-        tree = ast.parse(text.strip(), mode="eval")
+        with warnings.catch_warnings():  # Python warns on "1x" and similar: treat that as the error it is
+            warnings.simplefilter("error", SyntaxWarning)
+            tree = ast.parse(text.strip(), mode="eval")
     except SyntaxError as e:
         raise ExpressionError(f"expression {text!r} is not valid syntax: {e.msg} at column {e.offset}") from None
     except (ValueError, RecursionError, MemoryError) as e:  # null bytes; nesting past the parser's own limits
