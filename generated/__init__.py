@@ -2,8 +2,8 @@
 # Do not edit: change the derivation or the template and run `make derive`.
 """The generated RNN kernels, one module per activation: ``load(name)`` returns it.
 
-Every module has the same API: forward, backward, step_forward, step_backward, jacobian, activation,
-activation_derivative, and the constants NAME, EXPRESSION, DERIVATIVE, DERIVATIVE_FROM_OUTPUT, USES_OUTPUT, GAMMA.
+Every module has the same API: forward, backward, step_forward, step_backward, jacobian, jacobian_products,
+pushforward, pullback, activation, activation_derivative, and the constants NAME, EXPRESSION, DERIVATIVE, DERIVATIVE_FROM_OUTPUT, USES_OUTPUT, GAMMA.
 """
 import importlib
 

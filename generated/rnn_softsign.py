@@ -123,3 +123,50 @@ def jacobian(cache, t):
     t = check_time(cache, t)
     d = activation_derivative(cache.h[t - 1])  # f'(E_t), (N, H)
     return d[:, :, None] * cache.W[None, :, :]  # diag(f'(E_t)) W, row by row
+
+
+def _derivatives(cache):
+    """f'(E_s) for s = 1..T, (T, N, H): the diagonal of each one-step Jacobian."""
+    return activation_derivative(cache.h)
+
+
+def jacobian_products(cache, t):
+    """dh_t/dh_k for every k = 0..t-1, as P (t, N, H, H) with P[k] = dh_t/dh_k, t in 1..T.
+
+    Accumulated from the one-step Jacobians, newest first: dh_t/dh_k = (dh_t/dh_{k+1}) diag(f'(E_{k+1})) W.
+    """
+    t = check_time(cache, t)
+    d = _derivatives(cache)
+    N, H = cache.h0.shape
+    P = np.empty((t, N, H, H), dtype=cache.h.dtype)
+    P[t - 1] = d[t - 1][:, :, None] * cache.W  # dh_t/dh_{t-1} = diag(-E_t*sign(E_t)/(Abs(E_t) + 1)**2 + 1/(Abs(E_t) + 1)) W
+    for k in range(t - 2, -1, -1):
+        np.matmul(P[k + 1] * d[k][:, None, :], cache.W, out=P[k])  # (dh_t/dh_{k+1}) diag(f'(E_{k+1})) W
+    return P
+
+
+def pushforward(cache, v, k, t):
+    """(dh_t/dh_k) v for each batch row, without forming the matrix: v (N, H), 0 <= k < t <= T."""
+    t = check_time(cache, t)
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 0 <= k < t:
+        raise ValueError(f"k must be an integer in 0..t-1 = 0..{t - 1}, got {k!r}")
+    d = _derivatives(cache)
+    v = np.asarray(v, dtype=cache.h.dtype)
+    for s in range(k, t):  # step s + 1: v <- diag(f'(E_{s+1})) W v
+        v = d[s] * (v @ cache.W.T)
+    return v
+
+
+def pullback(cache, u, t, k):
+    """u^T (dh_t/dh_k) for each batch row, without forming the matrix: u (N, H), 0 <= k < t <= T.
+
+    The same recursion as backward's W^T delta, for a loss on h_t alone.
+    """
+    t = check_time(cache, t)
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 0 <= k < t:
+        raise ValueError(f"k must be an integer in 0..t-1 = 0..{t - 1}, got {k!r}")
+    d = _derivatives(cache)
+    u = np.asarray(u, dtype=cache.h.dtype)
+    for s in range(t - 1, k - 1, -1):  # u <- W^T diag(f'(E_{s+1})) u
+        u = (u * d[s]) @ cache.W
+    return u

@@ -184,3 +184,49 @@ def test_typed_mish_equals_catalogue_mish(custom_tree):
     h1, c1 = typed.forward(*args)
     h2, c2 = generated.load("mish").forward(*args)
     np.testing.assert_allclose(h1, h2, rtol=1e-14)
+
+
+def test_jacobian_products_agree_with_backward(module):
+    """Row k of P = dh_t/dh_k pulls u back exactly as backward does for L = <u, h_t> started at h_k (1e-10)."""
+    T, N, D, H = 7, 3, 4, 5
+    x, h0, V, W, b = rnn_inputs(T, N, D, H, seed=21)
+    h, cache = module.forward(x, h0, V, W, b)
+    u = np.random.default_rng(22).standard_normal((N, H))
+    t = 6
+    P = module.jacobian_products(cache, t)
+    assert P.shape == (t, N, H, H)
+    for k in range(t):
+        h_k = h0 if k == 0 else h[k - 1]
+        _, tail = module.forward(x[k:t], h_k, V, W, b)
+        dh = np.zeros((t - k, N, H))
+        dh[-1] = u
+        expected = module.backward(dh, tail).dh0
+        scale = np.max(np.abs(expected))
+        assert np.max(np.abs(np.einsum("ni,nij->nj", u, P[k]) - expected)) <= 1e-10 * scale
+        assert np.max(np.abs(module.pullback(cache, u, t, k) - expected)) <= 1e-10 * scale
+    v = np.random.default_rng(23).standard_normal((N, H))
+    for k in range(t):
+        pushed = module.pushforward(cache, v, k, t)
+        direct = np.einsum("nij,nj->ni", P[k], v)
+        assert np.max(np.abs(pushed - direct)) <= 1e-10 * np.max(np.abs(direct))
+
+
+def test_pushforward_matches_finite_differences(module):
+    """(dh_t/dh_k) v against the central difference of the forward map h_k -> h_t."""
+    x, h0, V, W, b = off_kink_inputs(module, 6, 2, 3, 4, seed=31)
+    h, cache = module.forward(x, h0, V, W, b)
+    v = np.random.default_rng(32).standard_normal((2, 4))
+    k, t, eps = 2, 6, 1e-6
+    plus, _ = module.forward(x[k:t], h[k - 1] + eps * v, V, W, b)
+    minus, _ = module.forward(x[k:t], h[k - 1] - eps * v, V, W, b)
+    fd = (plus[-1] - minus[-1]) / (2 * eps)
+    np.testing.assert_allclose(module.pushforward(cache, v, k, t), fd, rtol=1e-6, atol=1e-9)
+
+
+def test_product_arguments_are_checked():
+    tanh = generated.load("tanh")
+    _, cache = tanh.forward(*rnn_inputs(4, 2, 3, 5))
+    with pytest.raises(ValueError, match=r"k must be an integer in 0..t-1 = 0..2, got 3"):
+        tanh.pullback(cache, np.zeros((2, 5)), 3, 3)
+    with pytest.raises(ValueError, match=r"t must be an integer in 1..T = 1..4, got 5"):
+        tanh.jacobian_products(cache, 5)
