@@ -67,6 +67,16 @@ class KernelPrinter(NumPyPrinter):
         return f"{fn}({self._print(head)}, {self._binary_reduce(fn, rest) if len(rest) > 1 else self._print(rest[0])})"
 
 
+def ufunc_call(expr, arg, argname, out):
+    """``np.f(arg, out=out)`` when ``expr`` is one NumPy ufunc applied to ``arg`` itself (tanh(x), sin(x)), else
+    None: such an activation can write into the output array with no temporary."""
+    printer = KernelPrinter()
+    name = printer.known_functions.get(type(expr).__name__, "")
+    if isinstance(expr, sp.Function) and expr.args == (arg,) and name.startswith("numpy."):
+        return f"{printer._module_format(name)}({argname}, out={out})"
+    return None
+
+
 def elementwise_body(expr, arg, argname):
     """Lines of a function body computing ``expr`` (in the symbol ``arg``) from the array ``argname``.
 

@@ -12,7 +12,7 @@ import jinja2
 import sympy as sp
 
 from codegen.latex_printer import latex, latex_terms
-from codegen.numpy_printer import elementwise_body
+from codegen.numpy_printer import elementwise_body, ufunc_call
 from codegen.text_printer import scalar_text, text
 from derive.elementwise import H as h_symbol
 from derive.functions import sigmoid
@@ -56,7 +56,8 @@ def _returned(lines_result, argname, constant):
 def module_context(d):
     """The template context of one derivation: text printed from its SymPy objects."""
     s = d.scalar
-    f_lines, f_return = _returned(elementwise_body(s.f, x_symbol, "E"), "E", False)
+    f_body = elementwise_body(s.f, x_symbol, "E")
+    f_lines, f_return = _returned(f_body, "E", False)
     if d.uses_output:
         df_expr, df_var, df_arg = s.df_h, h_symbol, "h"
     else:
@@ -81,7 +82,7 @@ def module_context(d):
         kinks=[repr(float(k)) for k in s.kinks], gamma_value=gamma_value, gamma_note=gamma_note, gamma_text=gamma_text,
         eq={k: text(getattr(d, k)) for k in MATRIX_FIELDS}, grad_h0=text(_at_first_step(d.grad_h_prev)),
         dh_dE_used=f"diag({scalar_text(s.df_h, h_symbol, 'h_t')})" if d.uses_output else text(d.dh_dE),
-        f_lines=f_lines, f_return=f_return, df_lines=df_lines, df_return=df_return, df_arg=df_arg,
+        f_lines=f_lines, f_return=f_return, f_ufunc=ufunc_call(s.f, x_symbol, "E", "out"), f_result=f_body[1], df_lines=df_lines, df_return=df_return, df_arg=df_arg,
         support_imports="".join(f", {h}" for h in sorted(helpers)),
     )
 

@@ -41,9 +41,12 @@ GAMMA = 1.1289041451851547  # sup |f'| (numeric, to 15 digits)
 KINKS = ()  # where f' jumps: finite differences must stay clear
 
 
-def activation(E):
-    """h = f(E) = 0.5*E*(erf(0.7071067811865476*E) + 1), elementwise."""
-    return np.asarray(0.5*E*(erf(0.7071067811865476*E) + 1), dtype=E.dtype)
+def activation(E, out=None):
+    """h = f(E) = 0.5*E*(erf(0.7071067811865476*E) + 1), elementwise; into ``out`` when given (it may be E itself)."""
+    if out is None:
+        return np.asarray(0.5*E*(erf(0.7071067811865476*E) + 1), dtype=E.dtype)
+    out[...] = 0.5*E*(erf(0.7071067811865476*E) + 1)
+    return out
 
 
 def activation_derivative(E):
@@ -60,16 +63,16 @@ def forward(x, h0, V, W, b):
     T, N, D = x.shape
     H = h0.shape[1]
     h = np.empty((T, N, H), dtype=x.dtype)
-    # V x_t + b_h for all T steps at once: one matrix product
-    np.matmul(x.reshape(T * N, D), V.T, out=h.reshape(T * N, H))
-    h += b
     E = np.empty_like(h)  # f' needs E_t: kept for backward
+    # V x_t + b_h for all T steps at once: one matrix product
+    np.matmul(x.reshape(T * N, D), V.T, out=E.reshape(T * N, H))
+    E += b
+    W_h = np.empty((N, H), dtype=x.dtype)
     h_prev = h0
     for t in range(T):
-        E_t = h[t]
-        E_t += h_prev @ W.T  # E_t = V x_t + W h_{t-1} + b_h
-        E[t] = E_t
-        h[t] = activation(E_t)  # h_t = 0.5*E_t*(erf(0.7071067811865476*E_t) + 1)
+        np.matmul(h_prev, W.T, out=W_h)  # W h_{t-1}, rows as batch
+        E[t] += W_h  # E_t = V x_t + W h_{t-1} + b_h
+        activation(E[t], out=h[t])  # h_t = 0.5*E_t*(erf(0.7071067811865476*E_t) + 1)
         h_prev = h[t]
     return h, Cache(x, h0, V, W, b, h, E)
 

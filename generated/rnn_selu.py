@@ -42,9 +42,12 @@ GAMMA = 1.7580993408473768  # sup |f'| (exact)
 KINKS = (0.0,)  # where f' jumps: finite differences must stay clear
 
 
-def activation(E):
-    """h = f(E) = Piecewise((1.0507009873554805*E, E > 0), (1.7580993408473768*exp(E) - 1.7580993408473768, True)), elementwise."""
-    return np.asarray(np.where((E > 0), 1.0507009873554805*E, 1.7580993408473768*np.exp(np.minimum(0, E)) - 1.7580993408473768), dtype=E.dtype)
+def activation(E, out=None):
+    """h = f(E) = Piecewise((1.0507009873554805*E, E > 0), (1.7580993408473768*exp(E) - 1.7580993408473768, True)), elementwise; into ``out`` when given (it may be E itself)."""
+    if out is None:
+        return np.asarray(np.where((E > 0), 1.0507009873554805*E, 1.7580993408473768*np.exp(np.minimum(0, E)) - 1.7580993408473768), dtype=E.dtype)
+    out[...] = np.where((E > 0), 1.0507009873554805*E, 1.7580993408473768*np.exp(np.minimum(0, E)) - 1.7580993408473768)
+    return out
 
 
 def activation_derivative(h):
@@ -61,14 +64,16 @@ def forward(x, h0, V, W, b):
     T, N, D = x.shape
     H = h0.shape[1]
     h = np.empty((T, N, H), dtype=x.dtype)
+    E = h  # E_t is formed in h[t] and replaced by h_t in place: f' needs only h_t
     # V x_t + b_h for all T steps at once: one matrix product
-    np.matmul(x.reshape(T * N, D), V.T, out=h.reshape(T * N, H))
-    h += b
+    np.matmul(x.reshape(T * N, D), V.T, out=E.reshape(T * N, H))
+    E += b
+    W_h = np.empty((N, H), dtype=x.dtype)
     h_prev = h0
     for t in range(T):
-        E_t = h[t]
-        E_t += h_prev @ W.T  # E_t = V x_t + W h_{t-1} + b_h
-        h[t] = activation(E_t)  # h_t = Piecewise((1.0507009873554805*E_t, E_t > 0), (1.7580993408473768*exp(E_t) - 1.7580993408473768, True))
+        np.matmul(h_prev, W.T, out=W_h)  # W h_{t-1}, rows as batch
+        E[t] += W_h  # E_t = V x_t + W h_{t-1} + b_h
+        activation(E[t], out=h[t])  # h_t = Piecewise((1.0507009873554805*E_t, E_t > 0), (1.7580993408473768*exp(E_t) - 1.7580993408473768, True))
         h_prev = h[t]
     return h, Cache(x, h0, V, W, b, h, None)
 

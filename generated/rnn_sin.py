@@ -41,9 +41,9 @@ GAMMA = 1.0  # sup |f'| (exact)
 KINKS = ()  # where f' jumps: finite differences must stay clear
 
 
-def activation(E):
-    """h = f(E) = sin(E), elementwise."""
-    return np.asarray(np.sin(E), dtype=E.dtype)
+def activation(E, out=None):
+    """h = f(E) = sin(E), elementwise; into ``out`` when given (it may be E itself)."""
+    return np.sin(E, out=out)
 
 
 def activation_derivative(E):
@@ -60,16 +60,16 @@ def forward(x, h0, V, W, b):
     T, N, D = x.shape
     H = h0.shape[1]
     h = np.empty((T, N, H), dtype=x.dtype)
-    # V x_t + b_h for all T steps at once: one matrix product
-    np.matmul(x.reshape(T * N, D), V.T, out=h.reshape(T * N, H))
-    h += b
     E = np.empty_like(h)  # f' needs E_t: kept for backward
+    # V x_t + b_h for all T steps at once: one matrix product
+    np.matmul(x.reshape(T * N, D), V.T, out=E.reshape(T * N, H))
+    E += b
+    W_h = np.empty((N, H), dtype=x.dtype)
     h_prev = h0
     for t in range(T):
-        E_t = h[t]
-        E_t += h_prev @ W.T  # E_t = V x_t + W h_{t-1} + b_h
-        E[t] = E_t
-        h[t] = activation(E_t)  # h_t = sin(E_t)
+        np.matmul(h_prev, W.T, out=W_h)  # W h_{t-1}, rows as batch
+        E[t] += W_h  # E_t = V x_t + W h_{t-1} + b_h
+        activation(E[t], out=h[t])  # h_t = sin(E_t)
         h_prev = h[t]
     return h, Cache(x, h0, V, W, b, h, E)
 

@@ -1,0 +1,127 @@
+"""make bench: forward plus full BPTT backward, ours against PyTorch, JAX and the matrix-product floor.
+
+    python -m bench                                   every size, float32 and float64, tanh
+    python -m bench --sizes tiny,small --dtypes float64 --repeats 20
+    python -m bench --activations sigmoid,gelu,mish   other activations (PyTorch runs a loop of torch ops)
+
+Loss: L = sum_t <G_t, h_t> for a fixed random G. All implementations run in this one process after a warm-up;
+each cell is the median over ``--repeats`` runs, and runs of the implementations are interleaved so that drift of
+a shared machine touches all alike. Before timing, every implementation's gradients are checked against ours.
+"""
+import argparse
+import os
+import platform
+import sys
+import time
+
+import numpy as np
+
+from bench.peers import PEERS, available, gemm_floor, ours
+
+SIZES = {"tiny": (50, 1, 16, 32), "small": (100, 16, 32, 64), "medium": (100, 32, 64, 128),
+         "large": (100, 64, 256, 512)}
+TOLERANCE = {np.float64: 1e-8, np.float32: 2e-3}  # relative to each gradient's largest entry
+
+
+def problem(T, N, D, H, dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((T, N, D))
+    h0 = rng.standard_normal((N, H)) * 0.1
+    V = rng.standard_normal((H, D)) / np.sqrt(D)
+    W = rng.standard_normal((H, H)) * 0.9 / np.sqrt(H)
+    b = rng.standard_normal(H) * 0.1
+    G = rng.standard_normal((T, N, H))
+    return tuple(a.astype(dtype) for a in (x, h0, V, W, b, G))
+
+
+def _numpy(g):
+    return np.asarray(g.detach().numpy() if hasattr(g, "detach") else g)
+
+
+def check_agree(name, got, want, dtype):
+    for label, a, b in zip(("dx", "dh0", "dV", "dW", "db"), got, want):
+        a, b = _numpy(a), _numpy(b)
+        err = np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-30)
+        if err > TOLERANCE[dtype]:
+            raise AssertionError(f"{name} disagrees with ours on {label}: relative error {err:.2e}")
+
+
+def measure(runs, args, repeats):
+    """Median seconds of each run, interleaved: one call of each per round, after one warm-up call each."""
+    for run in runs.values():
+        run(*args)
+    times = {k: [] for k in runs}
+    for _ in range(repeats):
+        for k, run in runs.items():
+            start = time.perf_counter()
+            run(*args)
+            times[k].append(time.perf_counter() - start)
+    return {k: float(np.median(v)) for k, v in times.items()}
+
+
+def bench(sizes, dtypes, activations, repeats, peers, out=sys.stdout):
+    rows = []
+    for activation in activations:
+        for size in sizes:
+            for dtype in dtypes:
+                args = problem(*SIZES[size], dtype)
+                runs = {"ours": ours(activation)}
+                for p in peers:
+                    runs[p] = PEERS[p](*args, activation=activation)
+                if activation == "tanh":
+                    runs["floor"] = gemm_floor(*args)
+                reference = runs["ours"](*args)
+                for k, run in runs.items():
+                    if k not in ("ours", "floor"):
+                        check_agree(k, run(*args), reference, dtype)
+                med = measure(runs, args, repeats)
+                rows.append((activation, size, np.dtype(dtype).name, med))
+                print(_row(rows[-1], peers), file=out, flush=True)
+    return rows
+
+
+def _row(row, peers):
+    activation, size, dtype, med = row
+    cells = [f"{activation:8s} {size:7s} {dtype:8s}"] + [f"{med[k] * 1e3:9.3f}" for k in ["ours", *peers]]
+    cells.append(f"{med['floor'] * 1e3:9.3f}" if "floor" in med else f"{'-':>9s}")
+    best = min((med[p] for p in peers), default=None)
+    cells.append(f"{med['ours'] / best:12.2f}" if best else f"{'-':>12s}")
+    cells.append(f"{med['ours'] / med['floor']:10.2f}" if "floor" in med else f"{'-':>10s}")
+    return " ".join(cells)
+
+
+def header(peers):
+    names = ["ours", *peers, "floor"]
+    return (f"{'activation':8s} {'size':7s} {'dtype':8s} " + " ".join(f"{n:>9s}" for n in names)
+            + f" {'ours/best':>12s} {'ours/floor':>10s}\n" + "(medians in ms; best = the faster of the peers)")
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    p.add_argument("--sizes", default=",".join(SIZES), help=f"comma-separated from {', '.join(SIZES)}")
+    p.add_argument("--dtypes", default="float32,float64")
+    p.add_argument("--activations", default="tanh", help="tanh (all peers and the floor); sigmoid, gelu, mish, "
+                                                          "silu, softplus against JAX and a PyTorch loop")
+    p.add_argument("--repeats", type=int, default=15)
+    p.add_argument("--peers", default="pytorch,jax", help="which peers to run (those not installed are skipped "
+                                                           "with a note)")
+    args = p.parse_args(argv)
+    sizes = args.sizes.split(",")
+    bad = [s for s in sizes if s not in SIZES]
+    if bad:
+        p.error(f"unknown size(s) {', '.join(bad)}; known: {', '.join(SIZES)}")
+    dtypes = [{"float32": np.float32, "float64": np.float64}[d] for d in args.dtypes.split(",")]
+    wanted = [q for q in args.peers.split(",") if q]
+    peers = [q for q in wanted if available(q)]
+    for q in wanted:
+        if q not in peers:
+            print(f"note: {q} is not installed: its column is left out (pip install -e '.[bench]')")
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+          f"NumPy {np.__version__}")
+    print(header(peers))
+    bench(sizes, dtypes, args.activations.split(","), args.repeats, peers)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
