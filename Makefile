@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 EXTRAS ?= test
 STAMP := $(VENV)/.installed-$(EXTRAS)
 
-.PHONY: derive test check docs clean
+.PHONY: derive test check docs bench clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,12 @@ docs: derive
 	  { echo "pdflatex failed on $$f: see build/docs/$$(basename $$f .tex).log"; exit 1; }; \
 	done
 	@echo "PDFs in build/docs/"
+
+## bench: ours against PyTorch, JAX and the GEMM floor (installs the bench extra); BENCH_ARGS for options
+bench:
+	$(MAKE) EXTRAS=bench $(VENV)/.installed-bench
+	$(VENV)/bin/python -m bench $(BENCH_ARGS)
+	$(VENV)/bin/python -m bench.memory
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

@@ -10,7 +10,7 @@ Overrides of SymPy's NumPyPrinter, each for one reason:
 import sympy as sp
 from sympy.printing.numpy import NumPyPrinter
 
-from codegen.passes import prepare
+from codegen.passes import float_constants, prepare
 
 
 class KernelPrinter(NumPyPrinter):
@@ -86,6 +86,45 @@ def elementwise_body(expr, arg, argname):
     printer = KernelPrinter()
     named = sp.Symbol(argname, real=True)
     prepared = prepare(expr).subs(arg, named)
+    replacements, (reduced,) = sp.cse([prepared], symbols=sp.numbered_symbols("_tmp"), order="canonical")
+    lines = [f"{printer.doprint(sym)} = {printer.doprint(value)}" for sym, value in replacements]
+    return lines, printer.doprint(reduced)
+
+
+class ScalarKernelPrinter(KernelPrinter):
+    """The same expressions for one float at a time, inside Numba-compiled loops (no arrays, no np.where)."""
+
+    def _print_Piecewise(self, expr):
+        # a conditional expression: only the selected branch is evaluated, so no clamping is needed
+        (value, cond), rest = expr.args[0], expr.args[1:]
+        tail = self._print(rest[0].expr) if len(rest) == 1 and rest[0].cond is sp.true \
+            else self._print_Piecewise(sp.Piecewise(*rest))
+        return f"({self._print(value)} if {self._print(cond)} else {tail})"
+
+    def _print_sigmoid(self, expr):
+        return f"sigmoid_scalar({self._print(expr.args[0])})"
+
+    def _print_softplus(self, expr):
+        return f"softplus_scalar({self._print(expr.args[0])})"
+
+    def _print_erf(self, expr):
+        return f"math.erf({self._print(expr.args[0])})"
+
+    def _print_Abs(self, expr):
+        return f"abs({self._print(expr.args[0])})"
+
+    def _print_Max(self, expr):
+        return self._binary_reduce("max", expr.args)
+
+    def _print_Min(self, expr):
+        return self._binary_reduce("min", expr.args)
+
+
+def scalar_body(expr, arg, argname):
+    """Like ``elementwise_body``, for the scalar printer: (assignments, result) of f at one float."""
+    printer = ScalarKernelPrinter()
+    named = sp.Symbol(argname, real=True)
+    prepared = float_constants(expr).subs(arg, named)
     replacements, (reduced,) = sp.cse([prepared], symbols=sp.numbered_symbols("_tmp"), order="canonical")
     lines = [f"{printer.doprint(sym)} = {printer.doprint(value)}" for sym, value in replacements]
     return lines, printer.doprint(reduced)

@@ -12,10 +12,10 @@ import jinja2
 import sympy as sp
 
 from codegen.latex_printer import latex, latex_terms
-from codegen.numpy_printer import elementwise_body, ufunc_call
+from codegen.numpy_printer import elementwise_body, scalar_body, ufunc_call
 from codegen.text_printer import scalar_text, text
 from derive.elementwise import H as h_symbol
-from derive.functions import sigmoid
+from derive.functions import sigmoid, softplus
 from derive.parse import X as x_symbol
 from derive.recurrence import delta_t
 
@@ -35,6 +35,7 @@ LATEX_ENV = jinja2.Environment(
     autoescape=False, block_start_string="((*", block_end_string="*))", variable_start_string="(((",
     variable_end_string=")))", comment_start_string="((#", comment_end_string="#))",
 )
+NUMBA_MAX_WORK = 8192  # N*H*H; measured crossover of the compiled and NumPy loops (see README, Performance)
 WIDE = 62  # characters of typeset math past which an expression is referred to, not written out in a display
 
 
@@ -57,6 +58,7 @@ def module_context(d):
     """The template context of one derivation: text printed from its SymPy objects."""
     s = d.scalar
     f_body = elementwise_body(s.f, x_symbol, "E")
+    f_scalar = scalar_body(s.f, x_symbol, "E")
     f_lines, f_return = _returned(f_body, "E", False)
     if d.uses_output:
         df_expr, df_var, df_arg = s.df_h, h_symbol, "h"
@@ -84,6 +86,10 @@ def module_context(d):
         dh_dE_used=f"diag({scalar_text(s.df_h, h_symbol, 'h_t')})" if d.uses_output else text(d.dh_dE),
         f_lines=f_lines, f_return=f_return, f_ufunc=ufunc_call(s.f, x_symbol, "E", "out"), f_result=f_body[1], df_lines=df_lines, df_return=df_return, df_arg=df_arg,
         support_imports="".join(f", {h}" for h in sorted(helpers)),
+        f_scalar_lines=f_scalar[0], f_scalar_result=f_scalar[1], numba_max_work=NUMBA_MAX_WORK,
+        scalar_imports=", ".join(n for n, fn in (("sigmoid_scalar", sigmoid), ("softplus_scalar", softplus))
+                                 if s.f.has(fn)),
+        scalar_math=s.f.has(sp.erf),
     )
 
 

@@ -35,6 +35,36 @@ except ImportError:  # pragma: no cover - depends on the environment
         return _erf(u).astype(u.dtype, copy=False)
 
 
+try:  # Numba is optional: without it every kernel runs its NumPy loops
+    import numba
+except ImportError:  # pragma: no cover - depends on the environment
+    numba = None
+
+if numba is not None:
+    @numba.njit(cache=True)
+    def sigmoid_scalar(u):
+        """sigmoid of one float, without overflow."""
+        if u >= 0:
+            return 1.0 / (1.0 + math.exp(-u))
+        z = math.exp(u)
+        return z / (1.0 + z)
+
+    @numba.njit(cache=True)
+    def softplus_scalar(u):
+        """log(1 + exp(u)) of one float, without overflow."""
+        return max(u, 0.0) + math.log1p(math.exp(-abs(u)))
+
+
+def use_numba(backend, work, limit):
+    """Whether a kernel runs its compiled loop: ``backend`` is "auto", "numpy" or "numba"; "auto" picks Numba when
+    it is installed and the per-step work N*H*H is at most ``limit`` (there NumPy's per-call overhead dominates)."""
+    if backend == "numba" and numba is None:
+        raise ImportError("BACKEND = 'numba' needs Numba: pip install numba")
+    if backend not in ("auto", "numpy", "numba"):
+        raise ValueError(f"BACKEND must be 'auto', 'numpy' or 'numba', got {backend!r}")
+    return numba is not None and (backend == "numba" or (backend == "auto" and work <= limit))
+
+
 def _array(value, name):
     """``value`` as an ndarray of float32 or float64, or a TypeError that names it."""
     if not hasattr(value, "dtype") and not isinstance(value, (list, tuple, float, int)):

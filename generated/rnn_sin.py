@@ -30,7 +30,7 @@ so V x_t is computed as x[t] @ V.T. float32 and float64 are kept as given.
 """
 import numpy as np
 
-from generated._support import Cache, Grads, check_backward, check_forward, check_time
+from generated._support import Cache, Grads, check_backward, check_forward, check_time, numba, use_numba
 
 NAME = "sin"
 EXPRESSION = "sin(x)"
@@ -38,6 +38,8 @@ DERIVATIVE = "cos(x)"
 DERIVATIVE_FROM_OUTPUT = None
 USES_OUTPUT = False
 GAMMA = 1.0  # sup |f'| (exact)
+BACKEND = "auto"  # "auto": compiled loops (Numba) for small N*H*H when installed; or force "numpy" / "numba"
+NUMBA_MAX_WORK = 8192  # N*H*H at or below which the compiled loop beats NumPy's per-step calls
 KINKS = ()  # where f' jumps: finite differences must stay clear
 
 
@@ -64,6 +66,9 @@ def forward(x, h0, V, W, b):
     # V x_t + b_h for all T steps at once: one matrix product
     np.matmul(x.reshape(T * N, D), V.T, out=E.reshape(T * N, H))
     E += b
+    if use_numba(BACKEND, N * H * H, NUMBA_MAX_WORK):
+        _forward_loop(E, h, h0, W)  # the same steps, compiled
+        return h, Cache(x, h0, V, W, b, h, E)
     W_h = np.empty((N, H), dtype=x.dtype)
     h_prev = h0
     for t in range(T):
@@ -85,12 +90,15 @@ def backward(dh, cache):
     H = h0.shape[1]
     # f'(E_t) for all t at once; delta is then filled in place, step by step
     delta = activation_derivative(E)  # dh_t/dE_t = diag(cos(E_t))
-    dL_dh = np.empty((N, H), dtype=x.dtype)
-    W_delta = np.zeros((N, H), dtype=x.dtype)  # W^T delta_{T+1} = 0
-    for t in range(T - 1, -1, -1):
-        np.add(dh[t], W_delta, out=dL_dh)  # dL/dh_t = g_t + W^T delta_{t+1}
-        delta[t] *= dL_dh  # delta_t = diag(cos(E_t)) (g_t + W^T delta_{t+1})
-        np.matmul(delta[t], W, out=W_delta)  # W^T delta_t, rows as batch
+    if use_numba(BACKEND, N * H * H, NUMBA_MAX_WORK):
+        W_delta = _backward_loop(delta, dh, W)  # the same steps, compiled
+    else:
+        dL_dh = np.empty((N, H), dtype=x.dtype)
+        W_delta = np.zeros((N, H), dtype=x.dtype)  # W^T delta_{T+1} = 0
+        for t in range(T - 1, -1, -1):
+            np.add(dh[t], W_delta, out=dL_dh)  # dL/dh_t = g_t + W^T delta_{t+1}
+            delta[t] *= dL_dh  # delta_t = diag(cos(E_t)) (g_t + W^T delta_{t+1})
+            np.matmul(delta[t], W, out=W_delta)  # W^T delta_t, rows as batch
     delta_rows = delta.reshape(T * N, H)
     dV = delta_rows.T @ x.reshape(T * N, D)  # dV = sum_t delta_t x_t^T
     dW = delta[0].T @ h0  # dW = sum_t delta_t h_{t-1}^T: t = 1 uses h_0 ...
@@ -99,6 +107,43 @@ def backward(dh, cache):
     db = delta_rows.sum(axis=0)  # db = sum_t delta_t
     dx = (delta_rows @ V).reshape(T, N, D)  # dx_t = V^T delta_t
     return Grads(dx, W_delta, dV, dW, db)  # dh_0 = W^T delta_1
+
+
+if numba is not None:
+    @numba.njit(cache=True)
+    def _activation_scalar(E):
+        """h = f(E) for one float: sin(E)."""
+        return np.sin(E)
+
+    @numba.njit(cache=True, fastmath={"reassoc", "contract"})  # sums may be reordered: SIMD dot products
+    def _forward_loop(E, h, h0, W):
+        """E (T, N, H) holds V x_t + b_h and becomes E_t; h receives h_t (E may be h itself)."""
+        T, N, H = E.shape
+        for t in range(T):
+            h_prev = h0 if t == 0 else h[t - 1]
+            for n in range(N):
+                for i in range(H):
+                    acc = E[t, n, i]
+                    for j in range(H):
+                        acc += W[i, j] * h_prev[n, j]  # E_t = V x_t + W h_{t-1} + b_h
+                    E[t, n, i] = acc
+                    h[t, n, i] = _activation_scalar(acc)  # h_t = sin(E_t)
+
+    @numba.njit(cache=True, fastmath={"reassoc", "contract"})
+    def _backward_loop(delta, dh, W):
+        """delta (T, N, H) holds f'(E_t) and becomes delta_t; returns W^T delta_1."""
+        T, N, H = delta.shape
+        W_delta = np.zeros((N, H), dtype=delta.dtype)  # W^T delta_{T+1} = 0
+        for t in range(T - 1, -1, -1):
+            for n in range(N):
+                for i in range(H):
+                    delta[t, n, i] *= dh[t, n, i] + W_delta[n, i]  # delta_t = diag(cos(E_t)) (g_t + W^T delta_{t+1})
+                W_delta[n, :] = 0.0
+                for i in range(H):  # W^T delta_t, row by row of W (contiguous)
+                    d = delta[t, n, i]
+                    for j in range(H):
+                        W_delta[n, j] += d * W[i, j]
+        return W_delta
 
 
 def step_forward(x_t, h_prev, V, W, b):

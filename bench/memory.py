@@ -1,0 +1,52 @@
+"""Peak memory of one forward + backward pass, each implementation in a fresh process.
+
+    python -m bench.memory --size large --dtype float64
+
+Reports the growth of the process's peak resident set (ru_maxrss) during one run, after the inputs and the
+implementation are set up: the memory the pass itself needs (activations kept for backward, temporaries).
+"""
+import argparse
+import resource
+import subprocess
+import sys
+
+import numpy as np
+
+
+def child(name, size, dtype):
+    from bench.__main__ import SIZES, problem
+    from bench.peers import PEERS, ours
+
+    args = problem(*SIZES[size], {"float32": np.float32, "float64": np.float64}[dtype])
+    run = ours("tanh") if name == "ours" else PEERS[name](*args)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    run(*args)
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print((after - before) / 1024)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m bench.memory")
+    p.add_argument("--size", default="large")
+    p.add_argument("--dtype", default="float64")
+    p.add_argument("--impls", default="ours,pytorch,jax")
+    p.add_argument("--child", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.child:
+        child(args.child, args.size, args.dtype)
+        return 0
+    from bench.__main__ import SIZES
+
+    T, N, D, H = SIZES[args.size]
+    print(f"peak memory growth of one forward + backward, {args.size} {(T, N, D, H)} {args.dtype} "
+          f"(one T x N x H array = {T * N * H * np.dtype(args.dtype).itemsize / 2**20:.1f} MiB)")
+    for name in args.impls.split(","):
+        proc = subprocess.run([sys.executable, "-m", "bench.memory", "--child", name, "--size", args.size,
+                               "--dtype", args.dtype], capture_output=True, text=True)
+        result = proc.stdout.strip().splitlines()[-1] if proc.returncode == 0 else f"failed: {proc.stderr[-200:]}"
+        print(f"  {name:8s} {float(result):8.1f} MiB" if proc.returncode == 0 else f"  {name:8s} {result}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
