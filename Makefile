@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 EXTRAS ?= test
 STAMP := $(VENV)/.installed-$(EXTRAS)
 
-.PHONY: derive test check docs bench clean
+.PHONY: derive test check docs bench demo analysis clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -42,6 +42,17 @@ bench:
 	$(MAKE) EXTRAS=bench $(VENV)/.installed-bench
 	$(VENV)/bin/python -m bench $(BENCH_ARGS)
 	$(VENV)/bin/python -m bench.memory
+
+## demo: train a character-level language model with three activations; loss curves to docs/demo_loss.png
+demo:
+	$(MAKE) EXTRAS=plot $(VENV)/.installed-plot
+	$(VENV)/bin/python -m demo --activations tanh,relu,gelu --plot docs/demo_loss.png $(DEMO_ARGS)
+
+## analysis: gradient flow through time for four activations at one W; plot to docs/gradient_flow.png
+analysis:
+	$(MAKE) EXTRAS=plot $(VENV)/.installed-plot
+	$(VENV)/bin/python -m analysis --activations tanh,relu,sigmoid,silu --T 60 --H 64 --scale 1.5 \
+	  --plot docs/gradient_flow.png
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

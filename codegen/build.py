@@ -5,6 +5,7 @@
     # {path: text} -> generated/          codegen.render.write_tree (atomic)
 """
 import difflib
+import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -22,7 +23,8 @@ def derive_all(activations, workers=None):
     workers = workers or min(len(activations), os.cpu_count() or 1)
     if workers <= 1 or len(activations) <= 1:
         return [derive(a) for a in activations]
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    # spawn, not fork: a process that has started threads (JAX, BLAS) must not fork
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         return list(pool.map(derive, activations))
 
 

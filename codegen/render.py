@@ -153,7 +153,7 @@ def latex_context(d):
     name_tex = d.name.replace("_", r"\_")
     return dict(
         name=d.name, name_tex=name_tex, f=latex(s.f), df_lines=_lines(latex_terms(s.df)), df_h=df_h_tex,
-        kinks=[latex(k) for k in s.kinks], jacobian3=latex(jac3), monotone_note="",
+        kinks=[latex(k) for k in s.kinks], jacobian3=latex(jac3),
         pre_activation=latex(d.pre_activation), output=_short(latex(d.output)),
         dh_dE_symbol=fprime, dh_dE=_short(latex(d.dh_dE)),
         dh_dE_h=_short(rf"\operatorname{{diag}}\left({latex(s.df_h.subs(h_symbol, sp.Symbol('h_t')))}\right)")
