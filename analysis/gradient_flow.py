@@ -62,7 +62,7 @@ def lyapunov_exponents(module, cache, count, burn_in=0, progress=False):
     count = min(count, H)
     if not 0 <= burn_in < T:
         raise ValueError(f"burn_in must be in 0..T-1 = 0..{T - 1}, got {burn_in}")
-    d = module.activation_derivative(cache.E if cache.E is not None else cache.h)
+    d = module.derivatives(cache)  # f'(E_s) for every step
     Q = np.broadcast_to(np.eye(H, count), (N, H, count)).copy()
     sums = np.zeros((N, count))
     for s in _progress(range(T), T, "lyapunov", progress):

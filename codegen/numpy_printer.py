@@ -5,6 +5,7 @@ Overrides of SymPy's NumPyPrinter, each for one reason:
 - ``sigmoid``, ``softplus``, ``erf``: stable forms (``sigmoid`` and ``erf`` come from ``generated/_support.py``;
   softplus is ``np.logaddexp(0, u)``, which never overflows);
 - ``Piecewise`` as nested ``np.where`` instead of ``np.select`` (cheaper, and ``select`` needs a default);
+  ``ScalarKernelPrinter`` prints it as a conditional expression for the compiled (Numba) loops;
 - ``Float`` as the shortest literal that round-trips, ``x**-1`` as a division, ``Abs`` as ``np.abs``.
 """
 import sympy as sp
@@ -33,11 +34,14 @@ class KernelPrinter(NumPyPrinter):
         return f"erf({self._print(expr.args[0])})"
 
     def _print_Piecewise(self, expr):
-        # nested np.where: the last branch's condition is True
+        # nested selections: the last branch's condition is True
         (value, cond), rest = expr.args[0], expr.args[1:]
         tail = self._print(rest[0].expr) if len(rest) == 1 and rest[0].cond is sp.true \
             else self._print_Piecewise(sp.Piecewise(*rest))
-        return f"np.where({self._print(cond)}, {self._print(value)}, {tail})"
+        return self._select(self._print(cond), self._print(value), tail)
+
+    def _select(self, cond, value, otherwise):
+        return f"np.where({cond}, {value}, {otherwise})"
 
     def _print_Relational(self, expr):
         # plain operators read better than np.greater(...)
@@ -83,9 +87,11 @@ def elementwise_body(expr, arg, argname):
     Common subexpressions become temporaries ``_tmp0``, ``_tmp1``, ... numbered in order of appearance, so the
     text is the same on every run. Returns (assignments, result expression) as strings.
     """
-    printer = KernelPrinter()
-    named = sp.Symbol(argname, real=True)
-    prepared = prepare(expr).subs(arg, named)
+    return _body(KernelPrinter(), prepare(expr).subs(arg, sp.Symbol(argname, real=True)))
+
+
+def _body(printer, prepared):
+    """CSE of ``prepared``, then each temporary and the result printed by ``printer``."""
     replacements, (reduced,) = sp.cse([prepared], symbols=sp.numbered_symbols("_tmp"), order="canonical")
     lines = [f"{printer.doprint(sym)} = {printer.doprint(value)}" for sym, value in replacements]
     return lines, printer.doprint(reduced)
@@ -94,12 +100,9 @@ def elementwise_body(expr, arg, argname):
 class ScalarKernelPrinter(KernelPrinter):
     """The same expressions for one float at a time, inside Numba-compiled loops (no arrays, no np.where)."""
 
-    def _print_Piecewise(self, expr):
+    def _select(self, cond, value, otherwise):
         # a conditional expression: only the selected branch is evaluated, so no clamping is needed
-        (value, cond), rest = expr.args[0], expr.args[1:]
-        tail = self._print(rest[0].expr) if len(rest) == 1 and rest[0].cond is sp.true \
-            else self._print_Piecewise(sp.Piecewise(*rest))
-        return f"({self._print(value)} if {self._print(cond)} else {tail})"
+        return f"({value} if {cond} else {otherwise})"
 
     def _print_sigmoid(self, expr):
         return f"sigmoid_scalar({self._print(expr.args[0])})"
@@ -122,9 +125,4 @@ class ScalarKernelPrinter(KernelPrinter):
 
 def scalar_body(expr, arg, argname):
     """Like ``elementwise_body``, for the scalar printer: (assignments, result) of f at one float."""
-    printer = ScalarKernelPrinter()
-    named = sp.Symbol(argname, real=True)
-    prepared = float_constants(expr).subs(arg, named)
-    replacements, (reduced,) = sp.cse([prepared], symbols=sp.numbered_symbols("_tmp"), order="canonical")
-    lines = [f"{printer.doprint(sym)} = {printer.doprint(value)}" for sym, value in replacements]
-    return lines, printer.doprint(reduced)
+    return _body(ScalarKernelPrinter(), float_constants(expr).subs(arg, sp.Symbol(argname, real=True)))

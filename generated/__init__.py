@@ -3,7 +3,8 @@
 """The generated RNN kernels, one module per activation: ``load(name)`` returns it.
 
 Every module has the same API: forward, backward, step_forward, step_backward, jacobian, jacobian_products,
-pushforward, pullback, activation, activation_derivative, and the constants NAME, EXPRESSION, DERIVATIVE, DERIVATIVE_FROM_OUTPUT, USES_OUTPUT, GAMMA.
+pushforward, pullback, derivatives, activation, activation_derivative; and the constants NAME, EXPRESSION,
+DERIVATIVE, DERIVATIVE_FROM_OUTPUT, USES_OUTPUT, GAMMA, KINKS, BACKEND and NUMBA_MAX_WORK.
 """
 import importlib
 

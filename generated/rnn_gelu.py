@@ -176,7 +176,7 @@ def jacobian(cache, t):
     return d[:, :, None] * cache.W[None, :, :]  # diag(f'(E_t)) W, row by row
 
 
-def _derivatives(cache):
+def derivatives(cache):
     """f'(E_s) for s = 1..T, (T, N, H): the diagonal of each one-step Jacobian."""
     return activation_derivative(cache.E)
 
@@ -187,7 +187,7 @@ def jacobian_products(cache, t):
     Accumulated from the one-step Jacobians, newest first: dh_t/dh_k = (dh_t/dh_{k+1}) diag(f'(E_{k+1})) W.
     """
     t = check_time(cache, t)
-    d = _derivatives(cache)
+    d = derivatives(cache)
     N, H = cache.h0.shape
     P = np.empty((t, N, H, H), dtype=cache.h.dtype)
     P[t - 1] = d[t - 1][:, :, None] * cache.W  # dh_t/dh_{t-1} = diag(0.3989422804014327*E_t*exp(-0.5*E_t**2) + 0.5*erf(0.7071067811865476*E_t) + 0.5) W
@@ -201,7 +201,7 @@ def pushforward(cache, v, k, t):
     t = check_time(cache, t)
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 0 <= k < t:
         raise ValueError(f"k must be an integer in 0..t-1 = 0..{t - 1}, got {k!r}")
-    d = _derivatives(cache)
+    d = derivatives(cache)
     v = np.asarray(v, dtype=cache.h.dtype)
     for s in range(k, t):  # step s + 1: v <- diag(f'(E_{s+1})) W v
         v = d[s] * (v @ cache.W.T)
@@ -216,7 +216,7 @@ def pullback(cache, u, t, k):
     t = check_time(cache, t)
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 0 <= k < t:
         raise ValueError(f"k must be an integer in 0..t-1 = 0..{t - 1}, got {k!r}")
-    d = _derivatives(cache)
+    d = derivatives(cache)
     u = np.asarray(u, dtype=cache.h.dtype)
     for s in range(t - 1, k - 1, -1):  # u <- W^T diag(f'(E_{s+1})) u
         u = (u * d[s]) @ cache.W

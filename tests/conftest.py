@@ -28,6 +28,6 @@ def off_kink_inputs(module, T, N, D, H, margin=1e-3, seed=0):
 
     for s in range(seed, seed + 1000):
         args = rnn_inputs(T, N, D, H, seed=s)
-        if near_kink(module, *args, margin=margin) >= margin:
+        if near_kink(module, *args) >= margin:
             return args
     raise RuntimeError(f"no inputs clear of the kinks of {module.NAME} found")

@@ -21,7 +21,7 @@ SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[Healt
 def test_backward_agrees_with_central_differences(name, T, N, D, H, seed):
     module = generated.load(name)
     args = rnn_inputs(T, N, D, H, seed=seed)
-    assume(near_kink(module, *args, margin=1e-4) >= 1e-4)
+    assume(near_kink(module, *args) >= 1e-4)
     errors = gradcheck(module, *args, mode="projection", directions=2, seed=seed)
     assert max(errors.values()) < BOUND, errors
 
@@ -102,6 +102,6 @@ def test_parsed_expressions_generate_correct_kernels(tmp_path_factory, text, see
         assume(False)  # constant or otherwise refused: the refusal has its own tests
     module = _load_file(root / "g" / "rnn_prop.py", f"prop_{abs(hash((text, seed)))}")
     args = rnn_inputs(5, 2, 3, 3, seed=seed)
-    assume(near_kink(module, *args, margin=1e-4) >= 1e-4)
+    assume(near_kink(module, *args) >= 1e-4)
     errors = gradcheck(module, *args, mode="projection", directions=2, seed=seed)
     assert max(errors.values()) < BOUND, (text, errors)

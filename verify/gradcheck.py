@@ -24,7 +24,7 @@ def _pre_activations(module, args, h):
     return x @ V.T + h_prev @ W.T + b
 
 
-def near_kink(module, x, h0, V, W, b, margin):
+def near_kink(module, x, h0, V, W, b):
     """The smallest distance from any pre-activation E_t to a kink of the activation (inf when it has none)."""
     kinks = getattr(module, "KINKS", ())
     if not kinks:
@@ -45,7 +45,7 @@ def gradcheck(module, x, h0, V, W, b, mode="projection", eps=1e-6, directions=3,
             raise TypeError(f"gradcheck needs float64 arrays; {name} is {a.dtype}")
     if mode not in ("projection", "entries"):
         raise ValueError(f"mode must be 'projection' or 'entries', got {mode!r}")
-    distance = near_kink(module, *args, margin=10 * eps)
+    distance = near_kink(module, *args)
     if distance < 10 * eps:
         raise ValueError(f"a pre-activation lies {distance:.2e} from a kink of {module.NAME} (at "
                          f"{module.KINKS}); finite differences are meaningless there: move the inputs")
