@@ -150,3 +150,18 @@ def test_derivation_refuses_constants(text, reason):
 def test_derivation_refuses_other_symbols():
     with pytest.raises(DerivationError, match="other than x"):
         derive(Activation("bad", x + sp.Symbol("y")))
+
+
+@pytest.mark.parametrize("text, reason", [
+    ("log(x)", "not real and finite on the whole real line"),
+    ("1/x", "not real and finite on the whole real line"),
+    ("sqrt(abs(x))", "not differentiable everywhere"),
+])
+def test_derivation_refuses_undefined_or_non_differentiable(text, reason):
+    with pytest.raises(DerivationError, match=reason):
+        derive(Activation("bad", parse_expression(text)))
+
+
+def test_derivation_refuses_a_derivative_without_closed_form():
+    with pytest.raises(DerivationError, match="cannot differentiate: g"):
+        derive(Activation("bad", sp.Function("g")(x) + x))
