@@ -4,7 +4,9 @@ The loss is L = sum_t <G_t, h_t> for a fixed random G (T, N, H), so backward(G, 
 Two modes, both reporting the worst relative error per argument (x, h0, V, W, b):
 
 - ``"projection"`` (any size): for random unit directions u, compare the central difference
-  (L(p + eps u) - L(p - eps u)) / (2 eps) with <dL/dp, u>; error |fd - an| / max(|fd|, |an|).
+  (L(p + eps u) - L(p - eps u)) / (2 eps) with <dL/dp, u>; error |fd - an| / max(|fd|, |an|, ||dL/dp||_2 / 10),
+  relative to the directional derivative, or to the largest one a unit direction can give when u happens to be
+  nearly orthogonal to the gradient (there <dL/dp, u> ~ 0 and a plain relative error measures only rounding).
 - ``"entries"`` (small sizes): perturb every entry; error max_i |fd_i - an_i| / max_i |an_i|, i.e. relative to
   the argument's largest gradient entry (an entry whose gradient is ~0 has no meaningful relative error).
 
@@ -70,7 +72,8 @@ def gradcheck(module, x, h0, V, W, b, mode="projection", eps=1e-6, directions=3,
                 u /= np.linalg.norm(u)
                 fd = (loss(i, p + eps * u) - loss(i, p - eps * u)) / (2 * eps)
                 an = float(np.sum(g * u))
-                worst = max(worst, abs(fd - an) / max(abs(fd), abs(an), 1e-300))
+                scale = max(abs(fd), abs(an), float(np.linalg.norm(g)) / 10, 1e-300)
+                worst = max(worst, abs(fd - an) / scale)
         else:
             fd = np.empty_like(p)
             for j in np.ndindex(p.shape):
