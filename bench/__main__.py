@@ -5,11 +5,15 @@
     python -m bench --activations sigmoid,gelu,mish   other activations (PyTorch runs a loop of torch ops)
 
 Loss: L = sum_t <G_t, h_t> for a fixed random G. All implementations run in this one process after a warm-up;
-each cell is the median over ``--repeats`` runs, and runs of the implementations are interleaved so that drift of
-a shared machine touches all alike. Before timing, every implementation's gradients are checked against ours.
+each cell is the median over ``--repeats`` runs, and runs of the implementations are interleaved in a shuffled
+order so that drift of a shared machine touches all alike. OMP_WAIT_POLICY=PASSIVE keeps PyTorch's idle OpenMP
+threads from spinning on the cores while the others are timed. Before timing, every implementation's gradients are checked against ours.
 """
 import argparse
 import os
+
+# PyTorch's OpenMP threads otherwise spin for a while after each call, taking the cores from whatever runs next
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import platform
 import sys
 import time
@@ -47,14 +51,18 @@ def check_agree(name, got, want, dtype):
 
 
 def measure(runs, args, repeats):
-    """Median seconds of each run, interleaved: one call of each per round, after one warm-up call each."""
+    """Median seconds of each run, interleaved: one call of each per round, in a shuffled order (so that no
+    implementation always runs right after the one whose idle thread pool is still spinning), after one warm-up
+    call each."""
     for run in runs.values():
         run(*args)
     times = {k: [] for k in runs}
+    order = np.random.default_rng(0)
+    names = list(runs)
     for _ in range(repeats):
-        for k, run in runs.items():
+        for k in order.permutation(names):
             start = time.perf_counter()
-            run(*args)
+            runs[k](*args)
             times[k].append(time.perf_counter() - start)
     return {k: float(np.median(v)) for k, v in times.items()}
 
