@@ -7,7 +7,8 @@
 Loss: L = sum_t <G_t, h_t> for a fixed random G. All implementations run in this one process after a warm-up;
 each cell is the median over ``--repeats`` runs, and runs of the implementations are interleaved in a shuffled
 order so that drift of a shared machine touches all alike. OMP_WAIT_POLICY=PASSIVE keeps PyTorch's idle OpenMP
-threads from spinning on the cores while the others are timed. Before timing, every implementation's gradients are checked against ours.
+threads from spinning on the cores while the others are timed. Before timing, every implementation's gradients
+are checked against ours.
 """
 import argparse
 import os

@@ -15,8 +15,8 @@ Exact numbers stay exact otherwise (\frac{\sqrt{2}}{2}), unlike the kernels, whi
 import sympy as sp
 from sympy.printing.latex import LatexPrinter
 
-NAMES = {"delta_t": r"\delta_t", "delta_1": r"\delta_1", "delta_{t+1}": r"\delta_{t+1}", "h_{t-1}": "h_{t-1}", "x_t": "x_t",
-         "E_t": "E_t", "h_t": "h_t", "g_t": "g_t", "b_h": "b_h", "V": "V", "W": "W"}
+NAMES = {"delta_t": r"\delta_t", "delta_1": r"\delta_1", "delta_{t+1}": r"\delta_{t+1}", "h_{t-1}": "h_{t-1}",
+         "x_t": "x_t", "E_t": "E_t", "h_t": "h_t", "g_t": "g_t", "b_h": "b_h", "V": "V", "W": "W"}
 
 
 class DerivationLatexPrinter(LatexPrinter):

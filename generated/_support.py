@@ -121,3 +121,11 @@ def check_time(cache, t):
     if isinstance(t, bool) or not isinstance(t, (int, np.integer)) or not 1 <= t <= T:
         raise ValueError(f"t must be an integer in 1..T = 1..{T}, got {t!r}")
     return int(t)
+
+
+def check_span(cache, k, t):
+    """Validate 0 <= k < t <= T for a product dh_t/dh_k; returns (k, t) as ints."""
+    t = check_time(cache, t)
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 0 <= k < t:
+        raise ValueError(f"k must be an integer in 0..t-1 = 0..{t - 1}, got {k!r}")
+    return int(k), t

@@ -31,7 +31,7 @@ so V x_t is computed as x[t] @ V.T. float32 and float64 are kept as given.
 """
 import numpy as np
 
-from generated._support import Cache, Grads, check_backward, check_forward, check_time, numba, use_numba
+from generated._support import Cache, Grads, check_backward, check_forward, check_span, check_time, numba, use_numba
 
 if numba is not None:
     from generated._support import softplus_scalar
@@ -200,9 +200,7 @@ def jacobian_products(cache, t):
 
 def pushforward(cache, v, k, t):
     """(dh_t/dh_k) v for each batch row, without forming the matrix: v (N, H), 0 <= k < t <= T."""
-    t = check_time(cache, t)
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 0 <= k < t:
-        raise ValueError(f"k must be an integer in 0..t-1 = 0..{t - 1}, got {k!r}")
+    k, t = check_span(cache, k, t)
     d = derivatives(cache)
     v = np.asarray(v, dtype=cache.h.dtype)
     for s in range(k, t):  # step s + 1: v <- diag(f'(E_{s+1})) W v
@@ -215,9 +213,7 @@ def pullback(cache, u, t, k):
 
     The same recursion as backward's W^T delta, for a loss on h_t alone.
     """
-    t = check_time(cache, t)
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 0 <= k < t:
-        raise ValueError(f"k must be an integer in 0..t-1 = 0..{t - 1}, got {k!r}")
+    k, t = check_span(cache, k, t)
     d = derivatives(cache)
     u = np.asarray(u, dtype=cache.h.dtype)
     for s in range(t - 1, k - 1, -1):  # u <- W^T diag(f'(E_{s+1})) u

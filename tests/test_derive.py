@@ -44,7 +44,8 @@ def test_jacobian_matches_elementwise_jacobian_on_concrete_sizes(derivations, na
     point = {s: sp.Rational(k + 1, 5) for k, s in enumerate(hp)}
     reference = reference.subs(point).evalf(30)
     E_value = E.subs(point)
-    derived = _explicit(d.jacobian, {dim_H: Hn, dim_D: Dn}, {E_t: sp.ImmutableMatrix(E_value), W: sp.ImmutableMatrix(Wv)})
+    derived = _explicit(d.jacobian, {dim_H: Hn, dim_D: Dn},
+                        {E_t: sp.ImmutableMatrix(E_value), W: sp.ImmutableMatrix(Wv)})
     derived = derived.applyfunc(lambda v: to_elementary(v).evalf(30))
     assert (derived - reference).norm() < 1e-25
 
