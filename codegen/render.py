@@ -85,6 +85,7 @@ def module_context(d):
         eq={k: text(getattr(d, k)) for k in MATRIX_FIELDS}, grad_h0=text(_at_first_step(d.grad_h_prev)),
         dh_dE_used=f"diag({scalar_text(s.df_h, h_symbol, 'h_t')})" if d.uses_output else text(d.dh_dE),
         f_lines=f_lines, f_return=f_return, f_ufunc=ufunc_call(s.f, x_symbol, "E", "out"), f_result=f_body[1],
+        f_ufunc_step=ufunc_call(s.f, x_symbol, "E_t", "h_t"),
         df_lines=df_lines, df_return=df_return, df_arg=df_arg,
         support_imports="".join(f", {h}" for h in sorted(helpers)),
         f_scalar_lines=f_scalar[0], f_scalar_result=f_scalar[1], numba_max_work=NUMBA_MAX_WORK,

@@ -70,12 +70,12 @@ def forward(x, h0, V, W, b):
         _forward_loop(E, h, h0, W)  # the same steps, compiled
         return h, Cache(x, h0, V, W, b, h, E)
     W_h = np.empty((N, H), dtype=x.dtype)
-    h_prev = h0
-    for t in range(T):
-        np.matmul(h_prev, W.T, out=W_h)  # W h_{t-1}, rows as batch
-        E[t] += W_h  # E_t = V x_t + W h_{t-1} + b_h
-        activation(E[t], out=h[t])  # h_t = sin(E_t)
-        h_prev = h[t]
+    W_T, h_prev = W.T, h0
+    for E_t, h_t in zip(E, h):  # views of step t (the same array when E is h)
+        np.matmul(h_prev, W_T, out=W_h)  # W h_{t-1}, rows as batch
+        E_t += W_h  # E_t = V x_t + W h_{t-1} + b_h
+        np.sin(E_t, out=h_t)  # h_t = sin(E_t)
+        h_prev = h_t
     return h, Cache(x, h0, V, W, b, h, E)
 
 
@@ -95,10 +95,10 @@ def backward(dh, cache):
     else:
         dL_dh = np.empty((N, H), dtype=x.dtype)
         W_delta = np.zeros((N, H), dtype=x.dtype)  # W^T delta_{T+1} = 0
-        for t in range(T - 1, -1, -1):
-            np.add(dh[t], W_delta, out=dL_dh)  # dL/dh_t = g_t + W^T delta_{t+1}
-            delta[t] *= dL_dh  # delta_t = diag(cos(E_t)) (g_t + W^T delta_{t+1})
-            np.matmul(delta[t], W, out=W_delta)  # W^T delta_t, rows as batch
+        for delta_t, dh_t in zip(delta[::-1], dh[::-1]):  # t = T, ..., 1
+            np.add(dh_t, W_delta, out=dL_dh)  # dL/dh_t = g_t + W^T delta_{t+1}
+            delta_t *= dL_dh  # delta_t = diag(cos(E_t)) (g_t + W^T delta_{t+1})
+            np.matmul(delta_t, W, out=W_delta)  # W^T delta_t, rows as batch
     delta_rows = delta.reshape(T * N, H)
     dV = delta_rows.T @ x.reshape(T * N, D)  # dV = sum_t delta_t x_t^T
     dW = delta[0].T @ h0  # dW = sum_t delta_t h_{t-1}^T: t = 1 uses h_0 ...
