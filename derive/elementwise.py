@@ -13,7 +13,7 @@ import mpmath
 import sympy as sp
 
 from derive.errors import DerivationError
-from derive.functions import sigmoid, softplus, to_elementary, to_stable
+from derive.functions import to_elementary, to_stable
 from derive.parse import X as x
 
 H = sp.Symbol("h", real=True)  # the output h = f(x)

@@ -8,7 +8,6 @@ The forward and backward passes run the generated NumPy kernels on the host (pur
 (h, and E when f' is not a function of h) travels as residuals. Works under jit; not under vmap.
 """
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from generated import Cache

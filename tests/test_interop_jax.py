@@ -13,7 +13,6 @@ def scratch_cache(tmp_path, monkeypatch):
 
 
 def _jax_reference(f):
-    import jax.numpy as jnp
 
     def run(x, h0, V, W, b):
         def step(h, x_t):

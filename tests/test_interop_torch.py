@@ -1,5 +1,4 @@
 """The PyTorch module and autograd Function over the generated kernels (an optional extra)."""
-import numpy as np
 import pytest
 
 from tests.conftest import rnn_inputs

@@ -15,8 +15,6 @@ from codegen.render import _lines
 from codegen.latex_printer import latex_terms
 from codegen.text_printer import text
 from derive import CATALOGUE, derive
-from derive.elementwise import H as h_sym
-from derive.functions import sigmoid, softplus
 from derive.parse import X as x
 
 LATEX = GENERATED / "latex"

@@ -1,6 +1,5 @@
 """Property tests (hypothesis): random sizes down to 1, random activations, random parsed expressions."""
 import numpy as np
-import pytest
 from hypothesis import HealthCheck, assume, given, settings, strategies as st
 
 import generated
