@@ -21,7 +21,7 @@ def _add(name, text, user_file=USER_FILE, root=GENERATED, base=CATALOGUE):
     """Derive and render the new activation with the whole catalogue before touching any file."""
     entries = read_user_file(user_file)
     check_name(name, {a.name for a in base} | set(entries))
-    new = Activation(name, parse_expression(text), source=text)  # refuses bad text before the slow part
+    new = Activation(name, parse_expression(text))  # refuses bad text before the slow part
     entries[name] = text
     content = json.dumps(dict(sorted(entries.items())), indent=2) + "\n"
     files = render(derive_all(all_activations(user_file, base) + (new,)))

@@ -44,28 +44,28 @@ def header(template, comment="#"):
             f"{comment} Do not edit: change the derivation or the template and run `make derive`.")
 
 
-def _returned(lines_result, argname, constant):
-    """The return expression: in the argument's dtype, full-size, and never the argument itself (no aliasing)."""
-    lines, result = lines_result
-    if constant:
-        return lines, f"np.full_like({argname}, {result})"
-    if result == argname:
-        return lines, f"{argname}.copy()"
-    return lines, f"np.asarray({result}, dtype={argname}.dtype)"
+def _returned(result, expr, var, argname):
+    """The return expression for the printed ``result`` of ``expr`` (in ``var``, from the array ``argname``): in the
+    argument's dtype, full-size when ``expr`` is a constant, and a copy when it is ``var`` itself (no aliasing)."""
+    if var not in expr.free_symbols:
+        return f"np.full_like({argname}, {result})"
+    if expr == var:
+        return f"{argname}.copy()"
+    return f"np.asarray({result}, dtype={argname}.dtype)"
 
 
 def module_context(d):
     """The template context of one derivation: text printed from its SymPy objects."""
     s = d.scalar
-    f_body = elementwise_body(s.f, x_symbol, "E")
     f_scalar = scalar_body(s.f, x_symbol, "E")
-    f_lines, f_return = _returned(f_body, "E", False)
+    f_lines, f_result = elementwise_body(s.f, x_symbol, "E")
+    f_return = _returned(f_result, s.f, x_symbol, "E")
     if d.uses_output:
         df_expr, df_var, df_arg = s.df_h, h_symbol, "h"
     else:
         df_expr, df_var, df_arg = s.df, x_symbol, "E"
-    df_lines, df_return = _returned(elementwise_body(df_expr, df_var, df_arg), df_arg,
-                                    df_var not in df_expr.free_symbols)
+    df_lines, df_result = elementwise_body(df_expr, df_var, df_arg)
+    df_return = _returned(df_result, df_expr, df_var, df_arg)
     helpers = [name for name, used in (("erf", s.f.has(sp.erf) or s.df.has(sp.erf)),
                                        ("sigmoid", any(e is not None and e.has(sigmoid) for e in (s.f, df_expr))))
                if used]
@@ -84,7 +84,7 @@ def module_context(d):
         kinks=[repr(float(k)) for k in s.kinks], gamma_value=gamma_value, gamma_note=gamma_note, gamma_text=gamma_text,
         eq={k: text(getattr(d, k)) for k in MATRIX_FIELDS}, grad_h0=text(_at_first_step(d.grad_h_prev)),
         dh_dE_used=f"diag({scalar_text(s.df_h, h_symbol, 'h_t')})" if d.uses_output else text(d.dh_dE),
-        f_lines=f_lines, f_return=f_return, f_ufunc=ufunc_call(s.f, x_symbol, "E", "out"), f_result=f_body[1],
+        f_lines=f_lines, f_return=f_return, f_ufunc=ufunc_call(s.f, x_symbol, "E", "out"), f_result=f_result,
         f_ufunc_step=ufunc_call(s.f, x_symbol, "E_t", "h_t"),
         df_lines=df_lines, df_return=df_return, df_arg=df_arg,
         support_imports="".join(f", {h}" for h in sorted(helpers)),

@@ -26,9 +26,6 @@ class DerivationTextPrinter(StrPrinter):
     def _print_Transpose(self, expr):
         return f"{self.parenthesize(expr.arg, sp.printing.precedence.PRECEDENCE['Pow'])}^T"
 
-    def _print_Trace(self, expr):
-        return f"tr({self._print(expr.arg)})"
-
     def _print_Float(self, expr):
         return repr(float(expr))
 

@@ -30,7 +30,6 @@ class Activation:
     name: str
     expr: sp.Expr
     params: dict = field(default_factory=dict, hash=False, compare=False)
-    source: str = "catalogue"  # "catalogue" or the user's text
 
     def bound(self):
         """f(x) with the parameter values substituted."""
@@ -90,7 +89,7 @@ def user_activations(path=USER_FILE, base=CATALOGUE):
     for name, text in sorted(read_user_file(path).items()):
         check_name(name, taken)
         taken.add(name)
-        entries.append(Activation(name, parse_expression(text), source=text))
+        entries.append(Activation(name, parse_expression(text)))
     return tuple(entries)
 
 

@@ -50,7 +50,6 @@ class Derivation:
     step's contribution (summed over t by the kernels).
     """
 
-    name: str
     activation: Activation
     scalar: Elementwise
     pre_activation: sp.MatrixExpr      # E_t = V x_t + W h_{t-1} + b_h
@@ -66,7 +65,11 @@ class Derivation:
     grad_x: sp.MatrixExpr              # V^T delta_t
     grad_h_prev: sp.MatrixExpr         # W^T delta_t
 
-    # Scalar shorthands the printers use.
+    # Shorthands the printers use.
+    @property
+    def name(self):
+        return self.activation.name
+
     @property
     def f(self):
         return self.scalar.f
@@ -139,7 +142,7 @@ def derive(activation):
         return sp.Trace(delta_t.T * pre_activation).diff(wrt)
 
     return Derivation(
-        name=activation.name, activation=activation, scalar=scalar,
+        activation=activation, scalar=scalar,
         pre_activation=pre_activation, output=output, dh_dE=dh_dE, dE_dh_prev=dE_dh_prev, jacobian=jacobian,
         dL_dh=dL_dh, delta=delta,
         grad_V=grad(V), grad_W=grad(W), grad_b=grad(b_h), grad_x=grad(x_t), grad_h_prev=grad(h_prev),

@@ -94,7 +94,7 @@ def backward(dh, cache):
     T, N, D = x.shape
     H = h0.shape[1]
     # f'(E_t) for all t at once; delta is then filled in place, step by step
-    delta = activation_derivative(E)  # dh_t/dE_t = diag(0.3989422804014327*E_t*exp(-0.5*E_t**2) + 0.5*erf(0.7071067811865476*E_t) + 0.5)
+    delta = derivatives(cache)  # dh_t/dE_t = diag(0.3989422804014327*E_t*exp(-0.5*E_t**2) + 0.5*erf(0.7071067811865476*E_t) + 0.5)
     if use_numba(BACKEND, N * H * H, NUMBA_MAX_WORK):
         W_delta = _backward_loop(delta, dh, W)  # the same steps, compiled
     else:

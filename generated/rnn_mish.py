@@ -96,7 +96,7 @@ def backward(dh, cache):
     T, N, D = x.shape
     H = h0.shape[1]
     # f'(E_t) for all t at once; delta is then filled in place, step by step
-    delta = activation_derivative(E)  # dh_t/dE_t = diag(E_t*(1 - tanh(softplus(E_t))**2)*sigmoid(E_t) + tanh(softplus(E_t)))
+    delta = derivatives(cache)  # dh_t/dE_t = diag(E_t*(1 - tanh(softplus(E_t))**2)*sigmoid(E_t) + tanh(softplus(E_t)))
     if use_numba(BACKEND, N * H * H, NUMBA_MAX_WORK):
         W_delta = _backward_loop(delta, dh, W)  # the same steps, compiled
     else:

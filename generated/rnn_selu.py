@@ -93,7 +93,7 @@ def backward(dh, cache):
     T, N, D = x.shape
     H = h0.shape[1]
     # f'(E_t) for all t at once; delta is then filled in place, step by step
-    delta = activation_derivative(h)  # dh_t/dE_t = diag(Piecewise((1.0507009873554805, h_t > 0), (h_t + 1.7580993408473768, True)))
+    delta = derivatives(cache)  # dh_t/dE_t = diag(Piecewise((1.0507009873554805, h_t > 0), (h_t + 1.7580993408473768, True)))
     if use_numba(BACKEND, N * H * H, NUMBA_MAX_WORK):
         W_delta = _backward_loop(delta, dh, W)  # the same steps, compiled
     else:

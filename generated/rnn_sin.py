@@ -89,7 +89,7 @@ def backward(dh, cache):
     T, N, D = x.shape
     H = h0.shape[1]
     # f'(E_t) for all t at once; delta is then filled in place, step by step
-    delta = activation_derivative(E)  # dh_t/dE_t = diag(cos(E_t))
+    delta = derivatives(cache)  # dh_t/dE_t = diag(cos(E_t))
     if use_numba(BACKEND, N * H * H, NUMBA_MAX_WORK):
         W_delta = _backward_loop(delta, dh, W)  # the same steps, compiled
     else:

@@ -90,7 +90,7 @@ def backward(dh, cache):
     T, N, D = x.shape
     H = h0.shape[1]
     # f'(E_t) for all t at once; delta is then filled in place, step by step
-    delta = activation_derivative(h)  # dh_t/dE_t = diag(1 - h_t**2)
+    delta = derivatives(cache)  # dh_t/dE_t = diag(1 - h_t**2)
     if use_numba(BACKEND, N * H * H, NUMBA_MAX_WORK):
         W_delta = _backward_loop(delta, dh, W)  # the same steps, compiled
     else:

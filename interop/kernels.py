@@ -29,7 +29,7 @@ def kernel_module(activation):
     name = "expr_" + hashlib.sha256(activation.encode()).hexdigest()[:16]
     path = cache_dir() / f"rnn_{name}.py"
     if not path.exists():
-        derivation = derive(Activation(name, parse_expression(activation), source=activation))
+        derivation = derive(Activation(name, parse_expression(activation)))
         files = render([derivation])
         write_tree({path.name: files[path.name]}, path.parent, pattern=None)
     spec = importlib.util.spec_from_file_location(f"rnn_bptt_cache.{name}", path)
