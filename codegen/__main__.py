@@ -10,33 +10,49 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 
 from codegen.build import GENERATED, build, derive_all, drift, emit
-from codegen.render import render, write_tree
+from codegen.render import render
+from codegen.write import locked, write_tree
 from derive.catalogue import CATALOGUE, USER_FILE, Activation, all_activations, check_name, read_user_file
 from derive.parse import parse_expression
 
 
-def _add(name, text, user_file=USER_FILE, root=GENERATED, base=CATALOGUE):
-    """Derive and render the new activation with the whole catalogue before touching any file."""
-    entries = read_user_file(user_file)
-    check_name(name, {a.name for a in base} | set(entries))
-    new = Activation(name, parse_expression(text))  # refuses bad text before the slow part
-    entries[name] = text
-    content = json.dumps(dict(sorted(entries.items())), indent=2) + "\n"
-    files = render(derive_all(all_activations(user_file, base) + (new,)))
-    write_tree({user_file.name: content}, user_file.parent, pattern=None)  # the data file, atomically
-    return write_tree(files, root)
+def _add(name, text, user_file=USER_FILE, root=GENERATED, base=CATALOGUE, workers=None):
+    """Derive and render the new activation with the whole catalogue, then write the user file and generated/
+    together (one transaction). The lock is held throughout, so a concurrent ``add`` reads the JSON after this
+    one has written it and keeps both."""
+    with locked(root, [user_file]):
+        entries = read_user_file(user_file)
+        # an entry without its module is an add that an older version left half done: this add finishes it
+        unfinished = {n for n in entries if not (Path(root) / f"rnn_{n}.py").exists()}
+        check_name(name, {a.name for a in base} | (set(entries) - unfinished))
+        new = Activation(name, parse_expression(text))  # refuses bad text before the slow part
+        entries[name] = text
+        content = json.dumps(dict(sorted(entries.items())), indent=2) + "\n"
+        activations = [a for a in all_activations(user_file, base) if a.name != name] + [new]
+        files = render(derive_all(activations, workers))
+        return write_tree(files, root, extra={user_file: content})
 
 
-def _remove(name, user_file=USER_FILE, root=GENERATED, base=CATALOGUE):
-    entries = read_user_file(user_file)
-    if name not in entries:
-        raise SystemExit(f"error: {name!r} is not a user activation; user activations: {', '.join(entries) or 'none'}")
-    del entries[name]
-    content = json.dumps(dict(sorted(entries.items())), indent=2) + "\n"
-    write_tree({user_file.name: content}, user_file.parent, pattern=None)
-    return build(root, user_file, base=base)
+def _remove(name, user_file=USER_FILE, root=GENERATED, base=CATALOGUE, workers=None):
+    """Remove a user activation: the user file and generated/ change together (one transaction)."""
+    with locked(root, [user_file]):
+        entries = read_user_file(user_file)
+        if name not in entries:
+            raise SystemExit(f"error: {name!r} is not a user activation; user activations: "
+                             f"{', '.join(entries) or 'none'}")
+        del entries[name]
+        content = json.dumps(dict(sorted(entries.items())), indent=2) + "\n"
+        files = render(derive_all([a for a in all_activations(user_file, base) if a.name != name], workers))
+        return write_tree(files, root, extra={user_file: content})
+
+
+def _check(user_file=USER_FILE, root=GENERATED, base=CATALOGUE, workers=None):
+    """The drift of ``root`` ('' when none), read under the lock: never a half-written tree."""
+    with locked(root, [user_file]):
+        return drift(emit(user_file, workers, base), root)
 
 
 def main(argv=None):
@@ -63,7 +79,7 @@ def main(argv=None):
                 form = f"  f'(h) = {d.df_h}" if d.uses_output else ""
                 print(f"{d.name:12s} f = {d.f}   f' = {d.df}{form}")
         elif args.check:
-            diff = drift(emit())
+            diff = _check()
             if diff:
                 sys.stdout.write(diff)
                 print("\ngenerated/ differs from what the engine emits now: run `make derive` and commit the result.")
@@ -76,6 +92,9 @@ def main(argv=None):
     except ValueError as e:  # ExpressionError and DerivationError: the user's input, said plainly
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # a file that cannot be written or read (full disk, permissions): no traceback
+        print(f"error: {e.filename}: {e.strerror}" if e.filename else f"error: {e}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -2,7 +2,7 @@
 
     # [Activation] -> [Derivation]        derive.recurrence.derive, one process per core
     # [Derivation] -> {path: text}        codegen.render.render (printers + Jinja templates)
-    # {path: text} -> generated/          codegen.render.write_tree (atomic)
+    # {path: text} -> generated/          codegen.write.write_tree (one transaction, under a lock)
 """
 import difflib
 import multiprocessing
@@ -10,7 +10,8 @@ import os
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from codegen.render import render, write_tree
+from codegen.render import render
+from codegen.write import locked, write_tree
 from derive.catalogue import CATALOGUE, USER_FILE, all_activations
 from derive.recurrence import derive
 
@@ -41,9 +42,11 @@ def emit(user_file=USER_FILE, workers=None, base=CATALOGUE):
 
 def build(root=GENERATED, user_file=USER_FILE, workers=None, base=CATALOGUE):
     """Regenerate ``root`` from the catalogue; returns the relative paths that changed."""
-    files = emit(user_file, workers, base)
-    # {path: text} -> generated/
-    return write_tree(files, root)
+    # the lock spans the read of user_file too: an `add` finishing meanwhile would otherwise be undone
+    with locked(root, [user_file]):
+        files = emit(user_file, workers, base)
+        # {path: text} -> generated/
+        return write_tree(files, root)
 
 
 def drift(files, root=GENERATED):

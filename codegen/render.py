@@ -1,11 +1,8 @@
-"""Derivations -> the text of every file under generated/ (Jinja2), and the atomic write of that tree.
+"""Derivations -> the text of every file under generated/ (Jinja2).
 
-``render(derivations)`` returns {relative path: text}; nothing is written until every file has rendered, and
-``write_tree`` then moves each file into place from a temporary one, so a failure leaves generated/ as it was.
+``render(derivations)`` returns {relative path: text} and writes nothing; ``codegen.write.write_tree`` writes it.
 """
-import os
 import re
-import tempfile
 from pathlib import Path
 
 import jinja2
@@ -14,6 +11,7 @@ import sympy as sp
 from codegen.latex_printer import latex, latex_terms
 from codegen.numpy_printer import elementwise_body, scalar_body, ufunc_call
 from codegen.text_printer import scalar_text, text
+from codegen.write import write_tree  # noqa: F401  (its old home: interop and older callers import it from here)
 from derive.elementwise import H as h_symbol
 from derive.functions import sigmoid, softplus
 from derive.parse import X as x_symbol
@@ -188,38 +186,3 @@ def render(derivations):
     files["latex/all_activations.tex"] = LATEX_ENV.get_template("all_activations.tex.jinja").render(
         header=header("all_activations.tex.jinja", "%"), activations=contexts)
     return files
-
-
-def write_tree(files, root, pattern=("rnn_*.py", "latex/rnn_*.tex")):
-    """Write {relative path: text} under ``root`` atomically; remove stale files matching ``pattern`` (None: none).
-
-    Every file is first written in full to a temporary file beside its target; only when all are written are they
-    moved into place (``os.replace`` is atomic), so an error while writing leaves ``root`` as it was.
-    Returns the relative paths whose content changed.
-    """
-    root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
-    staged, changed = [], []
-    try:
-        for rel, content in sorted(files.items()):
-            target = root / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if target.exists() and target.read_text(encoding="utf-8") == content:
-                continue
-            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-            staged.append((tmp, target))
-            with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-                fh.write(content)
-            changed.append(rel)
-    except BaseException:
-        for tmp, _ in staged:
-            os.unlink(tmp)
-        raise
-    for tmp, target in staged:
-        os.replace(tmp, target)
-    for stale in sorted(p for pat in (pattern or ()) for p in root.glob(pat)):
-        rel = stale.relative_to(root).as_posix()
-        if rel not in files:
-            stale.unlink()
-            changed.append(rel)
-    return changed

@@ -62,21 +62,22 @@ def test_write_tree_failure_midway_leaves_the_tree_as_it_was(tmp_path, monkeypat
     root = tmp_path / "g"
     write_tree({"a.py": "A\n", "b.py": "B\n", "rnn_c.py": "C\n"}, root)
     before = snapshot(root)
-    import codegen.render as render
+    import codegen.write as write
 
     calls = {"n": 0}
-    real = render.os.fdopen
+    real = write._write_new
 
-    def failing(*args, **kwargs):
+    def failing(path, content):
         calls["n"] += 1
         if calls["n"] == 3:
             raise OSError("disk full (injected)")
-        return real(*args, **kwargs)
+        return real(path, content)
 
-    monkeypatch.setattr(render.os, "fdopen", failing)
+    monkeypatch.setattr(write, "_write_new", failing)
     with pytest.raises(OSError, match="injected"):
         write_tree({"a.py": "A2\n", "b.py": "B2\n", "rnn_c.py": "C2\n"}, root)
     assert snapshot(root) == before
+    assert calls["n"] == 3
     assert not list(root.glob(".*.tmp")), "temporary files left behind"
 
 
