@@ -15,7 +15,8 @@ from pathlib import Path
 from codegen.build import GENERATED, build, derive_all, drift, emit
 from codegen.render import render
 from codegen.write import locked, write_tree
-from derive.catalogue import CATALOGUE, USER_FILE, Activation, all_activations, check_name, read_user_file
+from derive.catalogue import (CATALOGUE, USER_FILE, Activation, all_activations, check_name, read_user_file,
+                              user_activations)
 from derive.parse import parse_expression
 
 
@@ -31,7 +32,9 @@ def _add(name, text, user_file=USER_FILE, root=GENERATED, base=CATALOGUE, worker
         new = Activation(name, parse_expression(text))  # refuses bad text before the slow part
         entries[name] = text
         content = json.dumps(dict(sorted(entries.items())), indent=2) + "\n"
-        activations = [a for a in all_activations(user_file, base) if a.name != name] + [new]
+        # in make derive's order (user entries sorted by name), so that a later `make check` finds no drift
+        user = sorted([a for a in user_activations(user_file, base) if a.name != name] + [new], key=lambda a: a.name)
+        activations = list(base) + user
         files = render(derive_all(activations, workers))
         return write_tree(files, root, extra={user_file: content})
 

@@ -1,0 +1,280 @@
+"""The writer (codegen/write.py): generated/ and the user file change together or not at all, even when the
+process is killed at any step; concurrent writers serialise; written files have ordinary permissions.
+
+The trees here hold only user activations (``base=()``) with cheap expressions, so each derivation takes ~0.1 s.
+"""
+import ast
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import codegen.write as write
+from codegen.__main__ import _add, _check, _remove, main
+from codegen.build import build, drift, emit
+from codegen.write import JOURNAL_NAME, LOCK_NAME, WriteError, locked, recover, write_tree
+from derive.errors import DerivationError
+
+REPO = Path(__file__).resolve().parent.parent
+
+# Runs one CLI function on a scratch tree in a fresh process and, when given k > 0, kills the process (os._exit,
+# no cleanup, like SIGKILL) right after the writer's k-th step. Prints the steps it went through.
+KILL_SCRIPT = """
+import json, os, sys
+from pathlib import Path
+import codegen.write as write
+from codegen.__main__ import _add, _remove
+command, name, text, user, root, k = sys.argv[1:7]
+steps = []
+def checkpoint(step):
+    steps.append(step)
+    if len(steps) == int(k):
+        os._exit(17)
+write._checkpoint = checkpoint
+if command == "add":
+    _add(name, text, Path(user), Path(root), base=(), workers=1)
+else:
+    _remove(name, Path(user), Path(root), base=(), workers=1)
+print(json.dumps(steps))
+"""
+
+
+def run_killed(command, name, text, user, root, k):
+    proc = subprocess.run([sys.executable, "-c", KILL_SCRIPT, command, name, text, str(user), str(root), str(k)],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    return proc
+
+
+def snapshot(*dirs):
+    """{path relative to the first dir's parent: bytes} of every file, the lock file and caches left out."""
+    base = dirs[0].parent
+    return {f.relative_to(base).as_posix(): f.read_bytes() for d in dirs for f in sorted(d.rglob("*"))
+            if f.is_file() and f.name != LOCK_NAME and "__pycache__" not in f.parts}
+
+
+def listed_activations(root):
+    """The names in ACTIVATIONS of root/__init__.py, read without importing it."""
+    for node in ast.parse((root / "__init__.py").read_text()).body:
+        if isinstance(node, ast.Assign) and node.targets[0].id == "ACTIVATIONS":
+            return set(ast.literal_eval(node.value))
+    raise AssertionError("no ACTIVATIONS in __init__.py")
+
+
+def assert_consistent(user, root):
+    """The user file, the modules, the LaTeX and ACTIVATIONS name the same activations; nothing half-written."""
+    names = set(json.loads(user.read_text()))
+    assert names == {p.name[4:-3] for p in root.glob("rnn_*.py")}
+    assert names == {p.name[4:-4] for p in (root / "latex").glob("rnn_*.tex")}
+    assert names == listed_activations(root)
+    leftovers = [p.name for p in user.parent.rglob("*") if p.name.endswith(".tmp") or p.name == JOURNAL_NAME]
+    assert not leftovers, f"left behind: {leftovers}"
+    assert drift(emit(user, workers=1, base=()), root) == ""
+
+
+@pytest.fixture
+def tree(tmp_path):
+    """(user file, generated root) holding one user activation, 'kept'."""
+    work = tmp_path / "work"
+    work.mkdir()
+    user, root = work / "user_activations.json", work / "generated"
+    user.write_text('{\n  "kept": "x/2"\n}\n')
+    build(root, user, workers=1, base=())
+    return user, root
+
+
+def copy_tree(src_dir, dst_dir):
+    shutil.copytree(src_dir, dst_dir)
+    return dst_dir / "user_activations.json", dst_dir / "generated"
+
+
+def next_command(i, user, root):
+    """One of the commands a user runs next, in turn: --check, make derive, the add again, a remove."""
+    which = ("check", "derive", "add again", "remove")[i % 4]
+    if which == "check":
+        assert _check(user, root, base=(), workers=1) == ""
+    elif which == "derive":
+        build(root, user, workers=1, base=())
+    elif which == "add again":
+        try:
+            _add("new", "sin(x)", user, root, base=(), workers=1)
+        except DerivationError as e:  # the killed add had passed its commit point: it is there
+            assert "already taken" in str(e)
+    else:
+        try:
+            _remove("kept", user, root, base=(), workers=1)
+        except SystemExit as e:  # the killed remove had passed its commit point: it is gone
+            assert "not a user activation" in str(e)
+    return which
+
+
+@pytest.mark.parametrize("command, name, text", [("add", "new", "sin(x)"), ("remove", "kept", "")])
+def test_kill_at_every_step_leaves_the_old_or_the_new_state(tree, tmp_path, command, name, text):
+    """Kill `add`/`remove` after each step of its write; recovery yields exactly the old or the new files, and
+    the next command (check, derive, add, remove in turn) finds them consistent and leaves no temporaries."""
+    user, root = tree
+    old = snapshot(root, user)
+    done_user, done_root = copy_tree(user.parent, tmp_path / "done")
+    proc = run_killed(command, name, text, done_user, done_root, 0)
+    assert proc.returncode == 0, proc.stderr
+    steps = json.loads(proc.stdout)
+    new = snapshot(done_root, done_user)
+    assert new != old
+    commit = steps.index("journal written") + 1
+    assert steps[-1] == "journal removed" and commit >= 3
+
+    for k in range(1, len(steps) + 1):
+        killed_user, killed_root = copy_tree(user.parent, tmp_path / f"killed{k}")
+        proc = run_killed(command, name, text, killed_user, killed_root, k)
+        assert proc.returncode == 17, proc.stderr
+        later_user, later_root = copy_tree(killed_user.parent, tmp_path / f"later{k}")
+
+        with locked(killed_root, [killed_user]):  # what every command does first
+            pass
+        assert snapshot(killed_root, killed_user) == (old if k < commit else new), f"killed after {steps[k - 1]}"
+        assert_consistent(killed_user, killed_root)
+
+        which = next_command(k, later_user, later_root)
+        try:
+            assert_consistent(later_user, later_root)
+        except AssertionError as e:
+            raise AssertionError(f"{which} after a kill after {steps[k - 1]}: {e}") from e
+
+
+@pytest.mark.parametrize("failing_write", range(1, 7))
+def test_write_error_during_add_changes_nothing(tree, monkeypatch, failing_write):
+    """A full disk at any of add's six writes (five files, then the journal) leaves every file as it was."""
+    user, root = tree
+    before = snapshot(root, user)
+    real, calls = write._write_new, []
+
+    def disk_full(path, content):
+        calls.append(path)
+        if len(calls) == failing_write:
+            raise OSError(28, "No space left on device", str(path))
+        real(path, content)
+
+    monkeypatch.setattr(write, "_write_new", disk_full)
+    with pytest.raises(OSError, match="No space"):
+        _add("new", "sin(x)", user, root, base=(), workers=1)
+    assert len(calls) == failing_write
+    assert snapshot(root, user) == before
+    assert not [p for p in user.parent.rglob("*.tmp")]
+    monkeypatch.setattr(write, "_write_new", real)
+    _add("new", "sin(x)", user, root, base=(), workers=1)
+    assert_consistent(user, root)
+
+
+def test_a_write_error_prints_one_line_not_a_traceback(monkeypatch, capsys):
+    import codegen.__main__ as cli
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device", "generated/.rnn_x.py.0123.tmp")
+
+    monkeypatch.setattr(cli, "_add", disk_full)
+    assert main(["add", "x2", "2*x"]) == 1
+    err = capsys.readouterr().err
+    assert err == "error: generated/.rnn_x.py.0123.tmp: No space left on device\n"
+
+
+# Two adds at once: each reads the user file, then waits (up to 3 s) until the other has read it too, so that
+# without a lock both read the same old file and one activation is lost, every time.
+CONCURRENT_SCRIPT = """
+import sys, time
+from pathlib import Path
+import codegen.__main__ as cli
+name, text, user, root, me, other = sys.argv[1:7]
+real = cli.read_user_file
+def read_then_wait(path):
+    data = real(path)
+    Path(me).touch()
+    deadline = time.monotonic() + 3
+    while not Path(other).exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return data
+cli.read_user_file = read_then_wait
+changed = cli._add(name, text, Path(user), Path(root), base=(), workers=1)
+print(f"added {name!r}; {len(changed)} file(s) changed")
+"""
+
+
+def test_two_adds_at_once_both_land(tree, tmp_path):
+    user, root = tree
+    flags = tmp_path / "read_a", tmp_path / "read_b"
+    procs = [subprocess.Popen([sys.executable, "-c", CONCURRENT_SCRIPT, name, text, str(user), str(root),
+                               str(flags[i]), str(flags[1 - i])], cwd=REPO, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+             for i, (name, text) in enumerate([("first", "2*x"), ("second", "sin(x)")])]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [err for _, err in outs]
+    assert all(out.startswith("added") for out, _ in outs)
+    assert set(json.loads(user.read_text())) == {"kept", "first", "second"}
+    assert_consistent(user, root)
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
+def test_written_files_have_the_mode_the_umask_gives(tmp_path, umask, mode):
+    user, root = tmp_path / "user.json", tmp_path / "generated"
+    old = os.umask(umask)
+    try:
+        write_tree({"__init__.py": "A\n", "latex/rnn_a.tex": "B\n"}, root, extra={user: "{}\n"})
+        write_tree({"__init__.py": "A2\n", "latex/rnn_a.tex": "B\n"}, root, extra={user: "{}\n"})  # a rewrite
+    finally:
+        os.umask(old)
+    for path in (root / "__init__.py", root / "latex" / "rnn_a.tex", user, root / LOCK_NAME):
+        assert stat.S_IMODE(path.stat().st_mode) == mode, path
+
+
+def test_add_finishes_an_add_an_older_version_left_half_done(tree):
+    """The old crash states: a name in the user file without its module, and one in ACTIVATIONS without it."""
+    user, root = tree
+    user.write_text('{"kept": "x/2", "new": "sin(x)"}')  # the JSON written, generated/ not
+    _add("new", "sin(x)", user, root, base=(), workers=1)  # the retry the old version refused: "already taken"
+    assert_consistent(user, root)
+
+    user.write_text('{"kept": "x/2", "other": "2*x"}')  # a retry may also change the expression
+    (root / "rnn_other.py").unlink(missing_ok=True)
+    _add("other", "x/3", user, root, base=(), workers=1)
+    assert json.loads(user.read_text())["other"] == "x/3"
+    with pytest.raises(DerivationError, match="already taken"):  # a finished one stays taken
+        _add("other", "x/4", user, root, base=(), workers=1)
+
+    (root / "rnn_other.py").unlink()  # ACTIVATIONS names a module that is not there
+    build(root, user, workers=1, base=())
+    assert_consistent(user, root)
+
+
+def test_add_of_a_name_sorting_first_leaves_no_drift(tree):
+    """add writes ACTIVATIONS in make derive's order (user entries by name), not the new one last."""
+    user, root = tree
+    _add("early", "2*x", user, root, base=(), workers=1)
+    assert _check(user, root, base=(), workers=1) == ""
+
+
+def test_stray_temporaries_are_removed_and_check_passes(tree):
+    """Temporaries a killed older version left (mkstemp names) no longer count as drift forever."""
+    user, root = tree
+    strays = [root / ".rnn_kept.py.k3_x9q.tmp", root / "latex" / ".rnn_kept.tex.abcd.tmp",
+              user.parent / f".{user.name}.zz12.tmp"]
+    for s in strays:
+        s.write_text("half a file")
+    assert _check(user, root, base=(), workers=1) == ""
+    assert not any(s.exists() for s in strays)
+    assert_consistent(user, root)
+
+
+def test_a_journal_naming_a_file_outside_is_refused(tree):
+    user, root = tree
+    (root / JOURNAL_NAME).write_text(json.dumps({"renames": [], "deletions": ["../../elsewhere.py"]}))
+    with pytest.raises(WriteError, match="elsewhere.py"):
+        recover(root, [user])
+
+
+@pytest.mark.parametrize("bad", ["../x.py", "/tmp/x.py", "latex/.rnn_a.tex.1234.tmp"])
+def test_write_tree_refuses_paths_outside_its_root(tmp_path, bad):
+    with pytest.raises(ValueError, match="not a plain path"):
+        write_tree({bad: "x"}, tmp_path)
