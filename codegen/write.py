@@ -158,7 +158,9 @@ def write_tree(files, root, pattern=STALE, extra=None):
     root = Path(root)
     extra = {Path(p): text for p, text in (extra or {}).items()}
     for rel in files:
-        if Path(rel).is_absolute() or ".." in Path(rel).parts or TEMP.fullmatch(Path(rel).name):
+        path = Path(rel)
+        ours = path.name in (LOCK_NAME, JOURNAL_NAME) or TEMP.fullmatch(path.name)
+        if path.is_absolute() or ".." in path.parts or ours:
             raise ValueError(f"write_tree: {rel!r} is not a plain path inside {root}")
     with locked(root, extra):
         writes = {root / rel: text for rel, text in files.items()}
@@ -196,7 +198,7 @@ def write_tree(files, root, pattern=STALE, extra=None):
             os.replace(temp, target)
             _checkpoint(f"renamed {_rel(target, root)}")
         for path in stale:
-            path.unlink()
+            path.unlink(missing_ok=True)
             _checkpoint(f"deleted {_rel(path, root)}")
         for directory in {t.parent for _, t in staged} | {p.parent for p in stale}:
             _sync_dir(directory)

@@ -274,7 +274,7 @@ def test_a_journal_naming_a_file_outside_is_refused(tree):
         recover(root, [user])
 
 
-@pytest.mark.parametrize("bad", ["../x.py", "/tmp/x.py", "latex/.rnn_a.tex.1234.tmp"])
+@pytest.mark.parametrize("bad", ["../x.py", "/tmp/x.py", "latex/.rnn_a.tex.1234.tmp", JOURNAL_NAME])
 def test_write_tree_refuses_paths_outside_its_root(tmp_path, bad):
     with pytest.raises(ValueError, match="not a plain path"):
         write_tree({bad: "x"}, tmp_path)
