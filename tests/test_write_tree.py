@@ -4,6 +4,7 @@ process is killed at any step; concurrent writers serialise; written files have 
 The trees here hold only user activations (``base=()``) with cheap expressions, so each derivation takes ~0.1 s.
 """
 import ast
+import functools
 import json
 import os
 import shutil
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+import codegen.build
 import codegen.write as write
 from codegen.__main__ import _add, _check, _remove, main
 from codegen.build import build, drift, emit
@@ -21,39 +23,62 @@ from codegen.write import JOURNAL_NAME, LOCK_NAME, WriteError, locked, recover, 
 from derive.errors import DerivationError
 
 REPO = Path(__file__).resolve().parent.parent
+_derive_cached = functools.lru_cache(maxsize=None)(codegen.build.derive)
 
-# Runs one CLI function on a scratch tree in a fresh process and, when given k > 0, kills the process (os._exit,
-# no cleanup, like SIGKILL) right after the writer's k-th step. Prints the steps it went through.
+# Runs `add` or `remove` on copies of a scratch tree in one fresh process: first uninterrupted, to list the
+# writer's steps, then once per step k in a forked child that dies (os._exit, no cleanup: as from SIGKILL) right
+# after step k, leaving the tree it was writing in <dst>/killed<k>. Derivations are made once and reused (they are
+# pure), so each child only renders and writes. Prints the list of steps.
 KILL_SCRIPT = """
-import json, os, sys
+import json, os, shutil, sys
+from functools import lru_cache
 from pathlib import Path
+import codegen.build
+import codegen.build
 import codegen.write as write
 from codegen.__main__ import _add, _remove
-command, name, text, user, root, k = sys.argv[1:7]
+command, name, text, src, dst = sys.argv[1:6]
+codegen.build.derive = lru_cache(maxsize=None)(codegen.build.derive)
+
+def run(k):
+    work = Path(dst) / f"killed{k}"
+    shutil.copytree(src, work)
+    user, root = work / "user_activations.json", work / "generated"
+    if command == "add":
+        _add(name, text, user, root, base=(), workers=1)
+    else:
+        _remove(name, user, root, base=(), workers=1)
+
 steps = []
-def checkpoint(step):
-    steps.append(step)
-    if len(steps) == int(k):
-        os._exit(17)
-write._checkpoint = checkpoint
-if command == "add":
-    _add(name, text, Path(user), Path(root), base=(), workers=1)
-else:
-    _remove(name, Path(user), Path(root), base=(), workers=1)
+write._checkpoint = steps.append
+run(0)
+for k in range(1, len(steps) + 1):
+    pid = os.fork()
+    if pid == 0:
+        seen = []
+        def checkpoint(step):
+            seen.append(step)
+            if len(seen) == k:
+                os._exit(17)
+        write._checkpoint = checkpoint
+        try:
+            run(k)
+        except BaseException:
+            os._exit(3)
+        os._exit(0)
+    status = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+    if status != 17:
+        sys.exit(f"the child for step {k} exited with {status}, not killed at that step")
 print(json.dumps(steps))
 """
 
 
-def run_killed(command, name, text, user, root, k):
-    proc = subprocess.run([sys.executable, "-c", KILL_SCRIPT, command, name, text, str(user), str(root), str(k)],
-                          cwd=REPO, capture_output=True, text=True, timeout=120)
-    return proc
-
-
-def snapshot(*dirs):
-    """{path relative to the first dir's parent: bytes} of every file, the lock file and caches left out."""
-    base = dirs[0].parent
-    return {f.relative_to(base).as_posix(): f.read_bytes() for d in dirs for f in sorted(d.rglob("*"))
+def snapshot(*paths):
+    """{path relative to the first path's parent: bytes} of the given files and of every file under the given
+    folders, the lock file and caches left out."""
+    base = paths[0].parent
+    files = [f for p in paths for f in ([p] if p.is_file() else sorted(p.rglob("*")))]
+    return {f.relative_to(base).as_posix(): f.read_bytes() for f in files
             if f.is_file() and f.name != LOCK_NAME and "__pycache__" not in f.parts}
 
 
@@ -112,26 +137,33 @@ def next_command(i, user, root):
     return which
 
 
+@pytest.fixture(autouse=True)
+def derive_once(monkeypatch):
+    """Derivations are pure: make each once in this process (these tests run the same few many times)."""
+    import codegen.build
+
+    monkeypatch.setattr(codegen.build, "derive", _derive_cached)
+
+
 @pytest.mark.parametrize("command, name, text", [("add", "new", "sin(x)"), ("remove", "kept", "")])
 def test_kill_at_every_step_leaves_the_old_or_the_new_state(tree, tmp_path, command, name, text):
     """Kill `add`/`remove` after each step of its write; recovery yields exactly the old or the new files, and
     the next command (check, derive, add, remove in turn) finds them consistent and leaves no temporaries."""
     user, root = tree
     old = snapshot(root, user)
-    done_user, done_root = copy_tree(user.parent, tmp_path / "done")
-    proc = run_killed(command, name, text, done_user, done_root, 0)
+    proc = subprocess.run([sys.executable, "-c", KILL_SCRIPT, command, name, text, str(user.parent), str(tmp_path)],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     steps = json.loads(proc.stdout)
-    new = snapshot(done_root, done_user)
+    new = snapshot(tmp_path / "killed0" / "generated", tmp_path / "killed0" / "user_activations.json")
     assert new != old
     commit = steps.index("journal written") + 1
     assert steps[-1] == "journal removed" and commit >= 3
 
     for k in range(1, len(steps) + 1):
-        killed_user, killed_root = copy_tree(user.parent, tmp_path / f"killed{k}")
-        proc = run_killed(command, name, text, killed_user, killed_root, k)
-        assert proc.returncode == 17, proc.stderr
-        later_user, later_root = copy_tree(killed_user.parent, tmp_path / f"later{k}")
+        killed = tmp_path / f"killed{k}"
+        killed_user, killed_root = killed / "user_activations.json", killed / "generated"
+        later_user, later_root = copy_tree(killed, tmp_path / f"later{k}")
 
         with locked(killed_root, [killed_user]):  # what every command does first
             pass
@@ -216,7 +248,8 @@ def test_two_adds_at_once_both_land(tree, tmp_path):
     assert_consistent(user, root)
 
 
-@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)],
+                         ids=["umask022", "umask002", "umask077"])
 def test_written_files_have_the_mode_the_umask_gives(tmp_path, umask, mode):
     user, root = tmp_path / "user.json", tmp_path / "generated"
     old = os.umask(umask)
