@@ -21,6 +21,7 @@ import json
 import os
 import re
 import secrets
+import stat
 import threading
 from contextlib import contextmanager
 from pathlib import Path
@@ -98,6 +99,28 @@ def _write_new(path, content):
         os.fsync(fh.fileno())
 
 
+def _new_file_mode():
+    """0o666 & ~umask: the mode a new file gets."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    umask = os.umask(0o022)  # no /proc: the portable way to read it sets it, so set it back at once
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def _needs_write(target, text, mode):
+    """Whether ``target`` must be (re)written to hold ``text``."""
+    if not target.exists() or target.read_text(encoding="utf-8") != text:
+        return True
+    # older versions wrote every file 0600 (mkstemp), which keeps other users of a shared install out
+    return stat.S_IMODE(target.stat().st_mode) == 0o600 != mode
+
+
 def _temp_beside(target):
     return target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
 
@@ -165,8 +188,8 @@ def write_tree(files, root, pattern=STALE, extra=None):
     with locked(root, extra):
         writes = {root / rel: text for rel, text in files.items()}
         writes.update(extra)
-        changed = sorted(t for t, text in writes.items()
-                         if not (t.exists() and t.read_text(encoding="utf-8") == text))
+        mode = _new_file_mode()
+        changed = sorted(t for t, text in writes.items() if _needs_write(t, text, mode))
         stale = sorted(p for pat in (pattern or ()) for p in root.glob(pat)
                        if p.relative_to(root).as_posix() not in files)
         if not changed and not stale:

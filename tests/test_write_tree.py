@@ -262,6 +262,20 @@ def test_written_files_have_the_mode_the_umask_gives(tmp_path, umask, mode):
         assert stat.S_IMODE(path.stat().st_mode) == mode, path
 
 
+def test_files_an_older_version_wrote_0600_get_the_umask_mode(tmp_path):
+    """A regeneration that changes no text still opens up the 0600 files the old writer (mkstemp) left."""
+    root = tmp_path / "generated"
+    write_tree({"__init__.py": "A\n", "rnn_a.py": "B\n"}, root)
+    (root / "rnn_a.py").chmod(0o600)
+    old = os.umask(0o022)
+    try:
+        changed = write_tree({"__init__.py": "A\n", "rnn_a.py": "B\n"}, root)
+    finally:
+        os.umask(old)
+    assert changed == ["rnn_a.py"]
+    assert stat.S_IMODE((root / "rnn_a.py").stat().st_mode) == 0o644
+
+
 def test_add_finishes_an_add_an_older_version_left_half_done(tree):
     """The old crash states: a name in the user file without its module, and one in ACTIVATIONS without it."""
     user, root = tree
