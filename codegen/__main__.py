@@ -24,12 +24,13 @@ def _add(name, text, user_file=USER_FILE, root=GENERATED, base=CATALOGUE, worker
     """Derive and render the new activation with the whole catalogue, then write the user file and generated/
     together (one transaction). The lock is held throughout, so a concurrent ``add`` reads the JSON after this
     one has written it and keeps both."""
+    check_name(name, {a.name for a in base})
+    new = Activation(name, parse_expression(text))  # refuses bad text before the lock and the slow part
     with locked(root, [user_file]):
         entries = read_user_file(user_file)
         # an entry without its module is an add that an older version left half done: this add finishes it
         unfinished = {n for n in entries if not (Path(root) / f"rnn_{n}.py").exists()}
-        check_name(name, {a.name for a in base} | (set(entries) - unfinished))
-        new = Activation(name, parse_expression(text))  # refuses bad text before the slow part
+        check_name(name, set(entries) - unfinished)
         entries[name] = text
         content = json.dumps(dict(sorted(entries.items())), indent=2) + "\n"
         # in make derive's order (user entries sorted by name), so that a later `make check` finds no drift
