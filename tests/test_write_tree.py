@@ -25,7 +25,7 @@ from derive.errors import DerivationError
 REPO = Path(__file__).resolve().parent.parent
 _derive_cached = functools.lru_cache(maxsize=None)(codegen.build.derive)
 
-# Runs `add` or `remove` on copies of a scratch tree in one fresh process: first uninterrupted, to list the
+# Runs `add`, `remove` or `make derive` on copies of a scratch tree in one fresh process: first uninterrupted, to list the
 # writer's steps, then once per step k in a forked child that dies (os._exit, no cleanup: as from SIGKILL) right
 # after step k, leaving the tree it was writing in <dst>/killed<k>. Derivations are made once and reused (they are
 # pure), so each child only renders and writes. Prints the list of steps.
