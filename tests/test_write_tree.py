@@ -25,10 +25,10 @@ from derive.errors import DerivationError
 REPO = Path(__file__).resolve().parent.parent
 _derive_cached = functools.lru_cache(maxsize=None)(codegen.build.derive)
 
-# Runs `add`, `remove` or `make derive` on copies of a scratch tree in one fresh process: first uninterrupted, to list the
-# writer's steps, then once per step k in a forked child that dies (os._exit, no cleanup: as from SIGKILL) right
-# after step k, leaving the tree it was writing in <dst>/killed<k>. Derivations are made once and reused (they are
-# pure), so each child only renders and writes. Prints the list of steps.
+# Runs `add`, `remove` or `make derive` on copies of a scratch tree in one fresh process: first uninterrupted, to
+# list the writer's steps, then once per step k in a forked child that dies (os._exit, no cleanup: as from SIGKILL)
+# right after step k, leaving the tree it was writing in <dst>/killed<k>. Derivations are made once and reused
+# (they are pure), so each child only renders and writes. Prints the list of steps.
 KILL_SCRIPT = """
 import json, os, shutil, sys
 from functools import lru_cache
