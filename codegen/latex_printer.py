@@ -8,6 +8,9 @@ Overrides of SymPy's LatexPrinter, each for one reason:
 - ``Transpose``: ^{\top};
 - ``sigmoid`` and ``softplus``: \sigma and \operatorname{softplus};
 - ``Float``: ten significant digits (SymPy prints 17);
+- ``Phi`` and ``phi`` (``codegen.latex_passes``): \Phi and \varphi, the standard normal's distribution and density;
+- ``Add`` term order: a positive number first, as textbooks write 1 + |x| (SymPy writes |x| + 1);
+- ``Mul`` factor order: sums and cases after the other factors, as in sigma(x)(1 - sigma(x)) (SymPy puts them first);
 and before printing, ``decimal_rationals`` turns rationals with a denominator past 1000 (SELU's constants,
 GELU's 0.044715) into such decimals, not 30-digit fractions.
 Exact numbers stay exact otherwise (\frac{\sqrt{2}}{2}), unlike the kernels, which need floats.
@@ -49,6 +52,40 @@ class DerivationLatexPrinter(LatexPrinter):
         head = name if exp is None else rf"{name}^{{{exp}}}"
         return rf"{head}\left({self._print(expr.args[0])}\right)"
 
+    def _print_Phi(self, expr, exp=None):
+        return self._named(r"\Phi", expr, exp)
+
+    def _print_phi(self, expr, exp=None):
+        return self._named(r"\varphi", expr, exp)
+
+    def _named(self, head, expr, exp):
+        head = head if exp is None else rf"{head}^{{{exp}}}"
+        return rf"{head}\left({self._print(expr.args[0])}\right)"
+
+    def _as_ordered_terms(self, expr, order=None):
+        terms = super()._as_ordered_terms(expr, order)
+        first = [t for t in terms if t.is_Number and t.is_positive]
+        return first + [t for t in terms if t not in first]
+
+    def _print_Mul(self, expr):
+        coeff, factors = expr.as_coeff_mul()
+        sums = [f for f in factors if isinstance(f, (sp.Add, sp.Piecewise))]
+        plain = [f for f in sp.Mul(*factors).as_ordered_factors() if f not in sums]
+        if coeff not in (1, -1) or not sums or not plain or any(
+                f.is_Pow and f.exp.is_negative for f in factors):
+            return super()._print_Mul(expr)
+        out = []
+        for f in plain + sums:
+            tex = self._print(f)
+            if isinstance(f, sp.Piecewise):
+                wrap = f is not sums[-1]  # the cases' brace closes off the last factor by itself
+            else:
+                wrap = isinstance(f, sp.Add) or self._needs_mul_brackets(f, first=not out, last=False)
+            if wrap:
+                tex = rf"\left({tex}\right)"
+            out.append(tex)
+        return ("- " if coeff == -1 else "") + " ".join(out)
+
     def _print_Float(self, expr):
         text = f"{float(expr):.10g}"  # ten digits read better than seventeen; the kernels keep all
         if "e" in text:
@@ -77,7 +114,7 @@ def latex_terms(expr, **settings):
     expr = decimal_rationals(expr)
     if not isinstance(expr, sp.Add):
         return [latex(expr, **settings)]
-    terms = expr.as_ordered_terms()  # the order SymPy's printer uses
+    terms = DerivationLatexPrinter(settings)._as_ordered_terms(expr)  # the order the printer uses
     out = []
     for i, term in enumerate(terms):
         negative = term.could_extract_minus_sign()
