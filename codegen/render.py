@@ -175,7 +175,7 @@ def _with_x(expr, name):
 
 
 def latex_generic(d):
-    """The LaTeX context of the derivation every activation shares: the recurrence, the Jacobian, BPTT.
+    r"""The LaTeX context of the derivation every activation shares: the recurrence, the Jacobian, BPTT.
 
     Printed from ``d``'s matrix objects with f' left as a symbol (\operatorname{diag}(f'(E_t))), so any derivation
     gives the same text; and SymPy's Jacobian of an undefined f applied to a vector z = (z_1, z_2, z_3).
