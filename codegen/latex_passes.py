@@ -71,7 +71,15 @@ def unnamed(expr, named=None):
 
 
 def proved_equal(a, b, named=None):
-    """True when SymPy proves a == b for every real value of their variable (branch by branch for Piecewise)."""
+    """True when SymPy proves a == b for every real value of their variable (branch by branch for Piecewise);
+    False when it cannot (a form it cannot prove is not printed)."""
+    try:
+        return _proved_equal(a, b, named)
+    except (NotImplementedError, TypeError, ValueError):
+        return False
+
+
+def _proved_equal(a, b, named):
     diff = sp.piecewise_fold((unnamed(a, named) - unnamed(b, named)).rewrite(sp.Piecewise))
     pieces = diff.args if isinstance(diff, sp.Piecewise) else ((diff, sp.true),)
     rest = sp.S.Reals  # the values no earlier branch has taken
@@ -222,6 +230,13 @@ def closed_form_sup(df, var, numeric, digits=12):
     """
     if df.has(sp.Piecewise, sp.Abs, sp.sign, sp.Heaviside) or var not in df.free_symbols:
         return None
+    try:
+        return _closed_form_sup(df, var, numeric, digits)
+    except (NotImplementedError, TypeError, ValueError):
+        return None  # SymPy could not finish the proof: the numeric value is printed with '≈'
+
+
+def _closed_form_sup(df, var, numeric, digits):
     elementary = to_elementary(df)
     second = sp.factor(sp.diff(elementary, var))
     roots = set()

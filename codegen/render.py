@@ -222,8 +222,10 @@ def _gamma(d, named, df_form):
     if found is None:
         return rf" \approx {value}\text{{ (numerically)}}", rf"\approx {float(s.gamma):.4f}"
     exact, point = found
-    at_point = latex(df_form.subs(x_symbol, point)) if point.is_finite else ""
-    chain = rf" = f'\left({latex(point)}\right)" + (f" = {at_point}" if at_point else "")
+    if point.is_finite:
+        chain = rf" = f'\left({latex(point)}\right) = {latex(df_form.subs(x_symbol, point))}"
+    else:  # approached, not attained
+        chain = rf" = \lim_{{x \to {latex(point)}}} |f'(x)|"
     return rf"{chain} = {latex(exact)} \approx {value}", rf"\approx {float(s.gamma):.4f}"
 
 
