@@ -10,7 +10,8 @@ Overrides of SymPy's LatexPrinter, each for one reason:
 - ``Float``: ten significant digits (SymPy prints 17);
 - ``Phi`` and ``phi`` (``codegen.latex_passes``): \Phi and \varphi, the standard normal's distribution and density;
 - ``Add`` term order: a positive number first, as textbooks write 1 + |x| (SymPy writes |x| + 1);
-- ``Mul`` factor order: sums and cases after the other factors, as in sigma(x)(1 - sigma(x)) (SymPy puts them first);
+- ``Mul`` factor order: sums and cases after the other factors, as in sigma(x)(1 - sigma(x)) (SymPy puts them first),
+  and the symbols named in ``named_order`` first, in that order (SELU's lambda alpha, not SymPy's alphabetical order);
 and before printing, ``decimal_rationals`` turns rationals with a denominator past 1000 (SELU's constants,
 GELU's 0.044715) into such decimals, not 30-digit fractions.
 Exact numbers stay exact otherwise (\frac{\sqrt{2}}{2}), unlike the kernels, which need floats.
@@ -23,9 +24,10 @@ NAMES = {"delta_t": r"\delta_t", "delta_1": r"\delta_1", "delta_{t+1}": r"\delta
 
 
 class DerivationLatexPrinter(LatexPrinter):
-    """LaTeX of derivation objects. ``fprime_symbol=True`` abbreviates diag(f'(.)) to \\operatorname{diag}(f'(.))."""
+    """LaTeX of derivation objects. ``fprime_symbol=True`` abbreviates diag(f'(.)) to \\operatorname{diag}(f'(.));
+    ``named_order`` (symbol names) puts those symbols first in a product, in that order."""
 
-    _default_settings = {**LatexPrinter._default_settings, "fprime_symbol": False}
+    _default_settings = {**LatexPrinter._default_settings, "fprime_symbol": False, "named_order": ()}
 
     def _print_ElementwiseApplyFunction(self, expr):
         (var,), body = expr.function.variables, expr.function.expr
@@ -70,8 +72,10 @@ class DerivationLatexPrinter(LatexPrinter):
     def _print_Mul(self, expr):
         coeff, factors = expr.as_coeff_mul()
         sums = [f for f in factors if isinstance(f, (sp.Add, sp.Piecewise))]
-        plain = [f for f in sp.Mul(*factors).as_ordered_factors() if f not in sums]
-        if coeff not in (1, -1) or not sums or not plain or any(
+        order = self._settings["named_order"]
+        named = sorted((f for f in factors if f.is_Symbol and f.name in order), key=lambda f: order.index(f.name))
+        plain = named + [f for f in sp.Mul(*factors).as_ordered_factors() if f not in sums and f not in named]
+        if coeff not in (1, -1) or not (named or sums and plain) or any(
                 f.is_Pow and f.exp.is_negative for f in factors):
             return super()._print_Mul(expr)
         out = []

@@ -149,11 +149,11 @@ def _at_first_step(expr):
     return expr.subs(delta_t, sp.MatrixSymbol("delta_1", *delta_t.shape))
 
 
-def _cell(expr, width):
+def _cell(expr, width, **settings):
     """A table cell for ``expr`` at most ``width`` typeset characters wide: one $...$ per line, the lines broken at
     the top-level + and - signs (LaTeX breaks a paragraph cell between them); '' when a term alone is too wide or it
     takes more than three lines."""
-    lines = _lines(latex_terms(expr), width)
+    lines = _lines(latex_terms(expr, **settings), width)
     if len(lines) > 3 or any(_width(line) > width for line in lines):
         return ""
     return " ".join(f"${line}$" for line in lines)
@@ -205,7 +205,7 @@ def _exact_decimal(value):
     return f"{sp.Float(value, digits + len(str(abs(value.p)))):f}".rstrip("0").rstrip(".")
 
 
-def _gamma(d, named, df_form):
+def _gamma(d, named, df_form, **settings):
     """(sentence part after 'gamma = sup |f'(x)|', table cell) for gamma: '=' only for exact values."""
     s = d.scalar
     if s.gamma is None:
@@ -217,33 +217,33 @@ def _gamma(d, named, df_form):
         form = name_parameters(s.gamma, named)
         if s.gamma.is_Rational and s.gamma.q <= 1000:
             return f" = {latex(s.gamma)}", latex(s.gamma)
-        return rf" = {latex(form)} \approx {value}", rf"{latex(form)} \approx {float(s.gamma):.4g}"
+        return rf" = {latex(form, **settings)} \approx {value}", rf"{latex(form, **settings)} \approx {float(s.gamma):.4g}"
     found = closed_form_sup(s.df, x_symbol, s.gamma)
     if found is None:
         return rf" \approx {value}\text{{ (numerically)}}", rf"\approx {float(s.gamma):.4f}"
     exact, point = found
     if point.is_finite:
-        chain = rf" = f'\left({latex(point)}\right) = {latex(df_form.subs(x_symbol, point))}"
+        chain = rf" = f'\left({latex(point)}\right) = {latex(df_form.subs(x_symbol, point), **settings)}"
     else:  # approached, not attained
         chain = rf" = \lim_{{x \to {latex(point)}}} |f'(x)|"
     return rf"{chain} = {latex(exact)} \approx {value}", rf"\approx {float(s.gamma):.4f}"
 
 
-def _step(f_form, df_form, df_h_form):
+def _step(f_form, df_form, df_h_form, **settings):
     """The aligned lines 'h_t &= ...', 'dh_t/dE_t &= ...' of one step with this activation, those short enough to
     write out; a constant f' = c gives J_t = c W instead (the identity's Jacobian is W)."""
     lines = []
-    output = _short(latex(_with_x(f_form, "E_t")))
+    output = _short(latex(_with_x(f_form, "E_t"), **settings))
     if output and output != "E_{t}":
         lines.append(rf"h_t &= {output}")
     if x_symbol not in df_form.free_symbols:
-        return lines + [rf"J_t &= {latex(df_form * W)}"]
+        return lines + [rf"J_t &= {latex(df_form * W, **settings)}"]
     lhs = r"\frac{\partial h_t}{\partial E_t} "
-    dh_dE = _short(rf"\operatorname{{diag}}\left({latex(_with_x(df_form, 'E_t'))}\right)")
+    dh_dE = _short(rf"\operatorname{{diag}}\left({latex(_with_x(df_form, 'E_t'), **settings)}\right)")
     if dh_dE:
         lines.append(rf"{lhs}&= {dh_dE}")
-    if df_h_form is not None and _short(latex(_with_x(df_h_form, "h_t"))):
-        dh_dE_h = rf"\operatorname{{diag}}\left({latex(_with_x(df_h_form, 'h_t'))}\right)"
+    if df_h_form is not None and _short(latex(_with_x(df_h_form, "h_t"), **settings)):
+        dh_dE_h = rf"\operatorname{{diag}}\left({latex(_with_x(df_h_form, 'h_t'), **settings)}\right)"
         lines.append(("" if dh_dE else lhs) + rf"&= {dh_dE_h} \quad\text{{(from the output)}}")
     return lines
 
@@ -254,27 +254,31 @@ def latex_context(d):
     s, a = d.scalar, d.activation
     named = long_constants(a.params)
     given = {p: v for p, v in a.params.items() if p not in named}
+    # named constants in products in the order the catalogue entry writes them: SELU's lambda alpha
+    order = dict(named_order=tuple(dict.fromkeys(
+        str(e) for e in sp.preorder_traversal(a.expr) if e in named)))
     f_form = textbook(s.f, named, candidates=(a.expr.subs(given),))
     df_form = textbook(s.df, named)
     df_h_form = textbook(s.df_h, named) if d.uses_output else None
     used = [e for e in (f_form, df_form, df_h_form) if e is not None]
-    definitions = [rf"{latex(p)} = {_exact_decimal(v) or latex(v)}" for p, v in sorted(named.items(), key=str)]
+    definitions = [rf"{latex(p)} = {_exact_decimal(named[p]) or latex(named[p])}"
+                   for p in sorted(named, key=lambda p: order["named_order"].index(str(p)))]
     u = sp.Symbol("u", real=True)
     forms = normal_definitions(u)
     if any(e.has(Phi) for e in used):
         definitions.append(rf"\Phi(u) = {latex(forms[Phi])}")
         if any(e.has(phi) for e in used):
             definitions.append(rf"\varphi(u) = \Phi'(u) = {latex(forms[phi])}")
-    gamma, gamma_cell = _gamma(d, named, df_form)
-    df_h_tex = latex(df_h_form) if d.uses_output else ""
+    gamma, gamma_cell = _gamma(d, named, df_form, **order)
+    df_h_tex = latex(df_h_form, **order) if d.uses_output else ""
     name_tex = d.name.replace("_", r"\_")
     see = rf"see \S\ref{{sec:{d.name}}}"  # a cell too long to fit its column refers to the section
     return dict(
-        name=d.name, name_tex=name_tex, f=latex(f_form), df_lines=_lines(latex_terms(df_form)), df_h=df_h_tex,
-        definitions=definitions, kinks=[latex(k) for k in s.kinks], gamma=gamma, gamma_display=_width(gamma) > 24,
-        step=_step(f_form, df_form, df_h_form if d.uses_output and s.df_h != s.df else None),
-        f_cell=_cell(f_form, _fits("f")) or see, df_cell=_cell(df_form, _fits("df")) or see,
-        df_h_cell=(_cell(df_h_form, _fits("df_h")) or see) if d.uses_output else r"none: keeps $E_t$",
+        name=d.name, name_tex=name_tex, f=latex(f_form, **order), df_lines=_lines(latex_terms(df_form, **order)), df_h=df_h_tex,
+        definitions=definitions, kinks=[latex(k) for k in s.kinks], gamma=gamma, gamma_display=_width(gamma) > 40,
+        step=_step(f_form, df_form, df_h_form if d.uses_output and s.df_h != s.df else None, **order),
+        f_cell=_cell(f_form, _fits("f"), **order) or see, df_cell=_cell(df_form, _fits("df"), **order) or see,
+        df_h_cell=(_cell(df_h_form, _fits("df_h"), **order) or see) if d.uses_output else r"none: keeps $E_t$",
         gamma_cell=gamma_cell,
     )
 
