@@ -159,14 +159,15 @@ def _cell(expr, width, **settings):
     return " ".join(f"${line}$" for line in lines)
 
 
-# The table's columns in the combined document: widths in cm, and how many typeset characters fit in each
-# (5.5 a centimetre in \small math, measured on the compiled table).
+# The table's columns in the combined document: widths in cm, and how many typeset characters (``_width``) are
+# allowed in each: 5.5 a centimetre, a cautious estimate for \small math (the pdflatex test fails on any cell that
+# still overflows its column).
 TABLE_CM = {"name": 1.9, "f": 4.0, "df": 4.3, "df_h": 3.3, "gamma": 1.9}
 CHARS_PER_CM = 5.5
 
 
-def _fits(cm):
-    return int(TABLE_CM[cm] * CHARS_PER_CM)
+def _fits(column):
+    return int(TABLE_CM[column] * CHARS_PER_CM)
 
 
 def _with_x(expr, name):
@@ -194,15 +195,19 @@ def latex_generic(d):
 
 
 def _exact_decimal(value):
-    """A rational whose decimal expansion ends, written out in full; None for any other number."""
+    """A rational whose decimal expansion ends (denominator 2^a 5^b), written out in full; None for any other."""
+    a = b = 0
     q = value.q
-    for p in (2, 5):
-        while q % p == 0:
-            q //= p
+    while q % 2 == 0:
+        q, a = q // 2, a + 1
+    while q % 5 == 0:
+        q, b = q // 5, b + 1
     if q != 1:
         return None
-    digits = len(str(value.q)) - 1 + 2  # the most fractional digits a denominator 2^a 5^b can need
-    return f"{sp.Float(value, digits + len(str(abs(value.p)))):f}".rstrip("0").rstrip(".")
+    places = max(a, b)
+    digits = str(abs(value.p) * 10**places // value.q).rjust(places + 1, "0")
+    whole, fraction = digits[:len(digits) - places], digits[len(digits) - places:].rstrip("0")
+    return ("-" if value < 0 else "") + whole + ("." + fraction if fraction else "")
 
 
 def _gamma(d, named, df_form, **settings):
@@ -217,7 +222,13 @@ def _gamma(d, named, df_form, **settings):
         form = name_parameters(s.gamma, named)
         if s.gamma.is_Rational and s.gamma.q <= 1000:
             return f" = {latex(s.gamma)}", latex(s.gamma)
-        return rf" = {latex(form, **settings)} \approx {value}", rf"{latex(form, **settings)} \approx {float(s.gamma):.4g}"
+        if form.is_Rational:  # a long rational unnamed: '=' only for its full decimal, else printed to 10 digits
+            exact = _exact_decimal(form)
+            if exact is None or len(exact) > 24:
+                return rf" \approx {value}", rf"\approx {float(s.gamma):.4f}"
+            return f" = {exact}", rf"\approx {float(s.gamma):.4f}"
+        tex = latex(form, **settings)
+        return rf" = {tex} \approx {value}", rf"{tex} \approx {float(s.gamma):.4g}"
     found = closed_form_sup(s.df, x_symbol, s.gamma)
     if found is None:
         return rf" \approx {value}\text{{ (numerically)}}", rf"\approx {float(s.gamma):.4f}"
@@ -274,7 +285,8 @@ def latex_context(d):
     name_tex = d.name.replace("_", r"\_")
     see = rf"see \S\ref{{sec:{d.name}}}"  # a cell too long to fit its column refers to the section
     return dict(
-        name=d.name, name_tex=name_tex, f=latex(f_form, **order), df_lines=_lines(latex_terms(df_form, **order)), df_h=df_h_tex,
+        name=d.name, name_tex=name_tex, f=latex(f_form, **order), df_lines=_lines(latex_terms(df_form, **order)),
+        df_h=df_h_tex,
         definitions=definitions, kinks=[latex(k) for k in s.kinks], gamma=gamma, gamma_display=_width(gamma) > 40,
         step=_step(f_form, df_form, df_h_form if d.uses_output and s.df_h != s.df else None, **order),
         f_cell=_cell(f_form, _fits("f"), **order) or see, df_cell=_cell(df_form, _fits("df"), **order) or see,

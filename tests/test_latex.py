@@ -15,7 +15,7 @@ from codegen.latex_passes import (Phi, closed_form_sup, common_coefficients, fol
                                   long_constants, name_normal, name_parameters, phi, positive_sums, proved_equal,
                                   textbook, unnamed)
 from codegen.latex_printer import latex
-from codegen.render import _width, latex_context
+from codegen.render import _exact_decimal, _width, latex_context
 from codegen.text_printer import text
 from derive import CATALOGUE, derive
 from derive.elementwise import H as h
@@ -184,7 +184,8 @@ def test_textbook_forms_in_the_documents():
     assert r"\Phi(u) &= \frac{1 + \operatorname{erf}{\left(\frac{u}{\sqrt{2}} \right)}}{2}" in gelu
     selu = tex_of("selu")
     assert r"f(x) = \lambda \begin{cases} x & \text{for}\: x > 0 \\\alpha \left(e^{x} - 1\right)" in selu
-    assert r"\lambda &= 1.0507009873554804934193349852946, \\" "\n" r"\alpha &= 1.6732632423543772848170429916717." in selu
+    assert (r"\lambda &= 1.0507009873554804934193349852946, \\" "\n"
+            r"\alpha &= 1.6732632423543772848170429916717.") in selu
     assert r"\lambda \alpha e^{x}" in selu  # in the catalogue's order, not SymPy's alphabetical one
     assert "1.758099341 e" not in selu  # no truncated product of the constants in a formula
     assert r"J_t &= W." in tex_of("identity")
@@ -201,6 +202,15 @@ def test_gamma_is_an_equality_only_when_exact():
         for sentence in re.findall(r"\\gamma = \\sup_x \|f'\(x\)\|([^$\n]*)", path.read_text()):
             decimal = re.search(r"\d\.\d", sentence)
             assert not decimal or r"\approx" in sentence[:decimal.start()], (path.name, sentence)
+
+
+@pytest.mark.parametrize("slope, sentence", [
+    (sp.Rational("1.23456789012345"), " = 1.23456789012345"),  # exact: every digit, not ten of them
+    (sp.Rational(1, 1001), r" \approx 0.000999000999"),        # no finite decimal: a value, not an equality
+])
+def test_gamma_of_a_long_rational_is_exact_or_approximate(slope, sentence):
+    from derive import Activation
+    assert latex_context(derive(Activation("line", slope * x)))["gamma"] == sentence
 
 
 def test_printed_forms_are_the_kernels_derivative(derivations):
@@ -223,6 +233,12 @@ def test_printed_forms_are_the_kernels_derivative(derivations):
                                    rtol=1e-9, atol=1e-12, err_msg=name)
         if d.uses_output:
             assert proved_equal(textbook(d.df_h, named), d.df_h, named) and context["df_h"] in tex, name
+
+
+def test_exact_decimal_writes_every_digit_or_refuses():
+    assert _exact_decimal(sp.Rational("1.0507009873554804934193349852946")) == "1.0507009873554804934193349852946"
+    assert _exact_decimal(sp.Rational(-1, 8)) == "-0.125" and _exact_decimal(sp.Integer(3)) == "3"
+    assert _exact_decimal(sp.Rational(1, 3)) is None
 
 
 def test_width_reads_a_fraction_as_its_wider_part():
