@@ -8,6 +8,10 @@ Overrides of SymPy's LatexPrinter, each for one reason:
 - ``Transpose``: ^{\top};
 - ``sigmoid`` and ``softplus``: \sigma and \operatorname{softplus};
 - ``Float``: ten significant digits (SymPy prints 17);
+- ``Phi`` and ``phi`` (``codegen.latex_passes``): \Phi and \varphi, the standard normal's distribution and density;
+- ``Add`` term order: a positive number first, as textbooks write 1 + |x| (SymPy writes |x| + 1);
+- ``Mul`` factor order: sums and cases after the other factors, as in sigma(x)(1 - sigma(x)) (SymPy puts them first),
+  and the symbols named in ``named_order`` first, in that order (SELU's lambda alpha, not SymPy's alphabetical order);
 and before printing, ``decimal_rationals`` turns rationals with a denominator past 1000 (SELU's constants,
 GELU's 0.044715) into such decimals, not 30-digit fractions.
 Exact numbers stay exact otherwise (\frac{\sqrt{2}}{2}), unlike the kernels, which need floats.
@@ -20,9 +24,10 @@ NAMES = {"delta_t": r"\delta_t", "delta_1": r"\delta_1", "delta_{t+1}": r"\delta
 
 
 class DerivationLatexPrinter(LatexPrinter):
-    """LaTeX of derivation objects. ``fprime_symbol=True`` abbreviates diag(f'(.)) to \\operatorname{diag}(f'(.))."""
+    """LaTeX of derivation objects. ``fprime_symbol=True`` abbreviates diag(f'(.)) to \\operatorname{diag}(f'(.));
+    ``named_order`` (symbol names) puts those symbols first in a product, in that order."""
 
-    _default_settings = {**LatexPrinter._default_settings, "fprime_symbol": False}
+    _default_settings = {**LatexPrinter._default_settings, "fprime_symbol": False, "named_order": ()}
 
     def _print_ElementwiseApplyFunction(self, expr):
         (var,), body = expr.function.variables, expr.function.expr
@@ -48,6 +53,42 @@ class DerivationLatexPrinter(LatexPrinter):
         name = r"\operatorname{softplus}"
         head = name if exp is None else rf"{name}^{{{exp}}}"
         return rf"{head}\left({self._print(expr.args[0])}\right)"
+
+    def _print_Phi(self, expr, exp=None):
+        return self._named(r"\Phi", expr, exp)
+
+    def _print_phi(self, expr, exp=None):
+        return self._named(r"\varphi", expr, exp)
+
+    def _named(self, head, expr, exp):
+        head = head if exp is None else rf"{head}^{{{exp}}}"
+        return rf"{head}\left({self._print(expr.args[0])}\right)"
+
+    def _as_ordered_terms(self, expr, order=None):
+        terms = super()._as_ordered_terms(expr, order)
+        first = [t for t in terms if t.is_Number and t.is_positive]
+        return first + [t for t in terms if t not in first]
+
+    def _print_Mul(self, expr):
+        coeff, factors = expr.as_coeff_mul()
+        sums = [f for f in factors if isinstance(f, (sp.Add, sp.Piecewise))]
+        order = self._settings["named_order"]
+        named = sorted((f for f in factors if f.is_Symbol and f.name in order), key=lambda f: order.index(f.name))
+        plain = named + [f for f in sp.Mul(*factors).as_ordered_factors() if f not in sums and f not in named]
+        if coeff not in (1, -1) or not (named or sums and plain) or any(
+                f.is_Pow and f.exp.is_negative for f in factors):
+            return super()._print_Mul(expr)
+        out = []
+        for f in plain + sums:
+            tex = self._print(f)
+            if isinstance(f, sp.Piecewise):
+                wrap = f is not sums[-1]  # the cases' brace closes off the last factor by itself
+            else:
+                wrap = isinstance(f, sp.Add) or self._needs_mul_brackets(f, first=not out, last=False)
+            if wrap:
+                tex = rf"\left({tex}\right)"
+            out.append(tex)
+        return ("- " if coeff == -1 else "") + " ".join(out)
 
     def _print_Float(self, expr):
         text = f"{float(expr):.10g}"  # ten digits read better than seventeen; the kernels keep all
@@ -77,7 +118,7 @@ def latex_terms(expr, **settings):
     expr = decimal_rationals(expr)
     if not isinstance(expr, sp.Add):
         return [latex(expr, **settings)]
-    terms = expr.as_ordered_terms()  # the order SymPy's printer uses
+    terms = DerivationLatexPrinter(settings)._as_ordered_terms(expr)  # the order the printer uses
     out = []
     for i, term in enumerate(terms):
         negative = term.could_extract_minus_sign()

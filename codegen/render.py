@@ -8,6 +8,8 @@ from pathlib import Path
 import jinja2
 import sympy as sp
 
+from codegen.latex_passes import (Phi, closed_form_sup, definitions as normal_definitions, long_constants,
+                                  name_parameters, phi, textbook)
 from codegen.latex_printer import latex, latex_terms
 from codegen.numpy_printer import elementwise_body, scalar_body, ufunc_call
 from codegen.text_printer import scalar_text, text
@@ -15,7 +17,7 @@ from codegen.write import write_tree  # noqa: F401  (its old home: interop and o
 from derive.elementwise import H as h_symbol
 from derive.functions import sigmoid, softplus
 from derive.parse import X as x_symbol
-from derive.recurrence import delta_t
+from derive.recurrence import W, delta_t
 
 TEMPLATES = Path(__file__).with_name("templates")
 MATRIX_FIELDS = ("pre_activation", "output", "dh_dE", "dE_dh_prev", "jacobian", "dL_dh", "delta",
@@ -93,7 +95,8 @@ def module_context(d):
     )
 
 
-ONE_GLYPH = {"sigma", "delta", "gamma", "pi", "alpha", "lambda", "top", "cdot", "infty", "approx", "le"}
+ONE_GLYPH = {"sigma", "delta", "gamma", "pi", "alpha", "lambda", "top", "cdot", "infty", "approx", "le", "Phi",
+             "varphi"}
 
 
 def _width(tex):
@@ -102,9 +105,25 @@ def _width(tex):
     if cases:  # as wide as its widest row
         rows = cases.group(1).replace(r"\text{for}", "").split(r"\\")
         return _width(tex[:cases.start()] + tex[cases.end():]) + 2 + max(_width(r) for r in rows)
-    stripped = re.sub(r"\\(left|right|operatorname|mathrm|text)\b", "", tex)
+    frac = tex.find(r"\frac{")
+    if frac >= 0:  # as wide as the wider of its numerator and denominator
+        numerator, end = _group(tex, frac + len(r"\frac"))
+        denominator, end = _group(tex, end)
+        wider = max(numerator, denominator, key=_width)
+        return _width(tex[:frac] + "{" + wider + "}" + tex[end:])
+    stripped = re.sub(r"\\(left|right|operatorname|mathrm|text)\b|\\[:,;!]", "", tex)
     stripped = re.sub(r"\\([a-zA-Z]+)", lambda m: "x" if m.group(1) in ONE_GLYPH else m.group(1), stripped)
     return len(re.sub(r"[{}^_ ]", "", stripped))
+
+
+def _group(tex, start):
+    """The text inside the brace group that opens at ``tex[start]``, and the index just past its closing brace."""
+    depth = 0
+    for i in range(start, len(tex)):
+        depth += {"{": 1, "}": -1}.get(tex[i], 0)
+        if depth == 0:
+            return tex[start + 1:i], i + 1
+    raise ValueError(f"unbalanced braces in {tex!r}")
 
 
 def _lines(terms, width=WIDE):
@@ -128,43 +147,148 @@ def _at_first_step(expr):
     return expr.subs(delta_t, sp.MatrixSymbol("delta_1", *delta_t.shape))
 
 
-def latex_context(d):
-    """The LaTeX template context of one derivation: every formula printed from its SymPy objects."""
-    s = d.scalar
-    xs = sp.symbols("x_1:4", real=True)
-    jac3 = sp.Matrix([s.f.subs(x_symbol, xi) for xi in xs]).jacobian(xs)
-    if _width(latex(jac3[0, 0])) > WIDE // 4:  # too wide written out: SymPy's Jacobian of an undefined f instead
-        f = sp.Function("f")
-        jac3 = sp.Matrix([f(xi) for xi in xs]).jacobian(xs).replace(
-            sp.Derivative, lambda e, *v: sp.Symbol(f"f'({latex(e.args[0])})"))
-    fprime = latex(d.dh_dE, fprime_symbol=True)
-    if s.gamma is None:
-        gamma, gamma_cell = r"\text{: not found by SymPy}", r"\text{not found}"
-    elif s.gamma == sp.oo:
-        gamma, gamma_cell = r" = \infty\text{ (unbounded)}", r"\infty"
-    elif s.gamma_exact and s.gamma.is_Rational and s.gamma.q <= 1000:
-        gamma, gamma_cell = f"= {latex(s.gamma)}", latex(s.gamma)
-    elif s.gamma_exact:
-        gamma, gamma_cell = f"= {latex(s.gamma)}", rf"\approx {float(s.gamma):.4f}"
-    else:
-        value = f"{float(s.gamma):.6f}"
-        gamma, gamma_cell = rf"\approx {value}\text{{ (numerically)}}", rf"\approx {float(s.gamma):.4f}"
-    df_h_tex = latex(s.df_h) if d.uses_output else ""
-    name_tex = d.name.replace("_", r"\_")
+def _cell(expr, width, **settings):
+    """A table cell for ``expr`` at most ``width`` typeset characters wide: one $...$ per line, the lines broken at
+    the top-level + and - signs (LaTeX breaks a paragraph cell between them); '' when a term alone is too wide or it
+    takes more than three lines."""
+    lines = _lines(latex_terms(expr, **settings), width)
+    if len(lines) > 3 or any(_width(line) > width for line in lines):
+        return ""
+    return " ".join(f"${line}$" for line in lines)
+
+
+# The table's columns in the combined document: widths in cm, and how many typeset characters (``_width``) are
+# allowed in each: 5.5 a centimetre, a cautious estimate for \small math (the pdflatex test fails on any cell that
+# still overflows its column).
+TABLE_CM = {"name": 1.9, "f": 4.0, "df": 4.3, "df_h": 3.3, "gamma": 1.9}
+CHARS_PER_CM = 5.5
+
+
+def _fits(column):
+    return int(TABLE_CM[column] * CHARS_PER_CM)
+
+
+def _with_x(expr, name):
+    """A scalar expression in x (or h) with its variable shown as the vector ``name`` (f'(x) -> f'(E_t))."""
+    return expr.subs({x_symbol: sp.Symbol(name), h_symbol: sp.Symbol(name)})
+
+
+def latex_generic(d):
+    r"""The LaTeX context of the derivation every activation shares: the recurrence, the Jacobian, BPTT.
+
+    Printed from ``d``'s matrix objects with f' left as a symbol (\operatorname{diag}(f'(E_t))), so any derivation
+    gives the same text; and SymPy's Jacobian of an undefined f applied to a vector z = (z_1, z_2, z_3).
+    """
+    zs = sp.symbols("z_1:4", real=True)
+    f = sp.Function("f")
+    jac3 = sp.Matrix([f(z) for z in zs]).jacobian(zs).replace(
+        sp.Derivative, lambda e, *v: sp.Symbol(f"f'({latex(e.args[0])})"))
     return dict(
-        name=d.name, name_tex=name_tex, f=latex(s.f), df_lines=_lines(latex_terms(s.df)), df_h=df_h_tex,
-        kinks=[latex(k) for k in s.kinks], jacobian3=latex(jac3),
-        pre_activation=latex(d.pre_activation), output=_short(latex(d.output)),
-        dh_dE_symbol=fprime, dh_dE=_short(latex(d.dh_dE)),
-        dh_dE_h=_short(rf"\operatorname{{diag}}\left({latex(s.df_h.subs(h_symbol, sp.Symbol('h_t')))}\right)")
-        if d.uses_output and s.df_h != s.df else "",
-        dE_dh_prev=latex(d.dE_dh_prev), jacobian_symbol=latex(d.jacobian, fprime_symbol=True),
-        jacobian=_short(latex(d.jacobian)), dL_dh=latex(d.dL_dh), delta=latex(d.delta, fprime_symbol=True),
+        jacobian3=latex(jac3), pre_activation=latex(d.pre_activation),
+        dh_dE=latex(d.dh_dE, fprime_symbol=True), dE_dh_prev=latex(d.dE_dh_prev),
+        jacobian=latex(d.jacobian, fprime_symbol=True), dL_dh=latex(d.dL_dh), delta=latex(d.delta, fprime_symbol=True),
         grad_V=latex(d.grad_V), grad_W=latex(d.grad_W), grad_b=latex(d.grad_b), grad_x=latex(d.grad_x),
-        grad_h0=latex(_at_first_step(d.grad_h_prev)), gamma=gamma,
-        f_cell=latex(s.f) if _width(latex(s.f)) <= 20 else rf"\text{{see \S\ref{{sec:{d.name}}}}}",
-        df_cell=latex(s.df) if _width(latex(s.df)) <= 24 else rf"\text{{see \S\ref{{sec:{d.name}}}}}",
-        df_h_cell=df_h_tex if _width(df_h_tex) <= 18 else rf"\text{{see \S\ref{{sec:{d.name}}}}}",
+        grad_h0=latex(_at_first_step(d.grad_h_prev)),
+    )
+
+
+def _exact_decimal(value):
+    """A rational whose decimal expansion ends (denominator 2^a 5^b), written out in full; None for any other."""
+    a = b = 0
+    q = value.q
+    while q % 2 == 0:
+        q, a = q // 2, a + 1
+    while q % 5 == 0:
+        q, b = q // 5, b + 1
+    if q != 1:
+        return None
+    places = max(a, b)
+    digits = str(abs(value.p) * 10**places // value.q).rjust(places + 1, "0")
+    whole, fraction = digits[:len(digits) - places], digits[len(digits) - places:].rstrip("0")
+    return ("-" if value < 0 else "") + whole + ("." + fraction if fraction else "")
+
+
+def _gamma(d, named, df_form, **settings):
+    """(sentence part after 'gamma = sup |f'(x)|', table cell) for gamma: '=' only for exact values."""
+    s = d.scalar
+    if s.gamma is None:
+        return r"\text{, which SymPy did not find}", r"\text{not found}"
+    if s.gamma == sp.oo:
+        return r" = \infty\text{ (}f'\text{ is unbounded)}", r"\infty"
+    value = rf"{float(s.gamma):.10g}"
+    if s.gamma_exact:
+        form = name_parameters(s.gamma, named)
+        if s.gamma.is_Rational and s.gamma.q <= 1000:
+            return f" = {latex(s.gamma)}", latex(s.gamma)
+        if form.is_Rational:  # a long rational unnamed: '=' only for its full decimal, else printed to 10 digits
+            exact = _exact_decimal(form)
+            if exact is None or len(exact) > 24:
+                return rf" \approx {value}", rf"\approx {float(s.gamma):.4f}"
+            return f" = {exact}", rf"\approx {float(s.gamma):.4f}"
+        tex = latex(form, **settings)
+        return rf" = {tex} \approx {value}", rf"{tex} \approx {float(s.gamma):.4g}"
+    found = closed_form_sup(s.df, x_symbol, s.gamma)
+    if found is None:
+        return rf" \approx {value}\text{{ (numerically)}}", rf"\approx {float(s.gamma):.4f}"
+    exact, point = found
+    if point.is_finite:
+        chain = rf" = f'\left({latex(point)}\right) = {latex(df_form.subs(x_symbol, point), **settings)}"
+    else:  # approached, not attained
+        chain = rf" = \lim_{{x \to {latex(point)}}} |f'(x)|"
+    return rf"{chain} = {latex(exact)} \approx {value}", rf"\approx {float(s.gamma):.4f}"
+
+
+def _step(f_form, df_form, df_h_form, **settings):
+    """The aligned lines 'h_t &= ...', 'dh_t/dE_t &= ...' of one step with this activation, those short enough to
+    write out; a constant f' = c gives J_t = c W instead (the identity's Jacobian is W)."""
+    lines = []
+    output = _short(latex(_with_x(f_form, "E_t"), **settings))
+    if output and output != "E_{t}":
+        lines.append(rf"h_t &= {output}")
+    if x_symbol not in df_form.free_symbols:
+        return lines + [rf"J_t &= {latex(df_form * W, **settings)}"]
+    lhs = r"\frac{\partial h_t}{\partial E_t} "
+    dh_dE = _short(rf"\operatorname{{diag}}\left({latex(_with_x(df_form, 'E_t'), **settings)}\right)")
+    if dh_dE:
+        lines.append(rf"{lhs}&= {dh_dE}")
+    if df_h_form is not None and _short(latex(_with_x(df_h_form, "h_t"), **settings)):
+        dh_dE_h = rf"\operatorname{{diag}}\left({latex(_with_x(df_h_form, 'h_t'), **settings)}\right)"
+        lines.append(("" if dh_dE else lhs) + rf"&= {dh_dE_h} \quad\text{{(from the output)}}")
+    return lines
+
+
+def latex_context(d):
+    """The LaTeX template context of one activation: its f, f' and gamma in textbook form (each proved equal by
+    SymPy to the derived expression, see codegen.latex_passes), and its table row."""
+    s, a = d.scalar, d.activation
+    named = long_constants(a.params)
+    given = {p: v for p, v in a.params.items() if p not in named}
+    # named constants in products in the order the catalogue entry writes them: SELU's lambda alpha
+    order = dict(named_order=tuple(dict.fromkeys(
+        str(e) for e in sp.preorder_traversal(a.expr) if e in named)))
+    f_form = textbook(s.f, named, candidates=(a.expr.subs(given),))
+    df_form = textbook(s.df, named)
+    df_h_form = textbook(s.df_h, named) if d.uses_output else None
+    used = [e for e in (f_form, df_form, df_h_form) if e is not None]
+    definitions = [rf"{latex(p)} = {_exact_decimal(named[p]) or latex(named[p])}"
+                   for p in sorted(named, key=lambda p: order["named_order"].index(str(p)))]
+    u = sp.Symbol("u", real=True)
+    forms = normal_definitions(u)
+    if any(e.has(Phi) for e in used):
+        definitions.append(rf"\Phi(u) = {latex(forms[Phi])}")
+        if any(e.has(phi) for e in used):
+            definitions.append(rf"\varphi(u) = \Phi'(u) = {latex(forms[phi])}")
+    gamma, gamma_cell = _gamma(d, named, df_form, **order)
+    df_h_tex = latex(df_h_form, **order) if d.uses_output else ""
+    name_tex = d.name.replace("_", r"\_")
+    see = rf"see \S\ref{{sec:{d.name}}}"  # a cell too long to fit its column refers to the section
+    return dict(
+        name=d.name, name_tex=name_tex, f=latex(f_form, **order), df_lines=_lines(latex_terms(df_form, **order)),
+        df_h=df_h_tex,
+        definitions=definitions, kinks=[latex(k) for k in s.kinks], gamma=gamma, gamma_display=_width(gamma) > 40,
+        step=_step(f_form, df_form, df_h_form if d.uses_output and s.df_h != s.df else None, **order),
+        f_cell=_cell(f_form, _fits("f"), **order) or see, df_cell=_cell(df_form, _fits("df"), **order) or see,
+        df_h_cell=(_cell(df_h_form, _fits("df_h"), **order) or see) if d.uses_output else r"none: keeps $E_t$",
         gamma_cell=gamma_cell,
     )
 
@@ -179,10 +303,12 @@ def render(derivations):
     module = ENV.get_template("rnn_module.py.jinja")
     single = LATEX_ENV.get_template("derivation.tex.jinja")
     contexts = []
+    generic = latex_generic(derivations[0]) if derivations else None
     for d in derivations:
         files[f"rnn_{d.name}.py"] = module.render(**module_context(d))
         contexts.append(latex_context(d))
-        files[f"latex/rnn_{d.name}.tex"] = single.render(header=header("derivation.tex.jinja", "%"), a=contexts[-1])
+        files[f"latex/rnn_{d.name}.tex"] = single.render(
+            header=header("derivation.tex.jinja", "%"), g=generic, a=contexts[-1])
     files["latex/all_activations.tex"] = LATEX_ENV.get_template("all_activations.tex.jinja").render(
-        header=header("all_activations.tex.jinja", "%"), activations=contexts)
+        header=header("all_activations.tex.jinja", "%"), g=generic, activations=contexts, columns=TABLE_CM)
     return files
