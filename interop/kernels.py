@@ -99,29 +99,27 @@ def kernel_module(activation):
     if activation in generated.ACTIVATIONS:
         return generated.load(activation)
     configured = cache_dir()
-    stem = "rnn_" + cache_name(activation)
+    name = cache_name(activation)
+    stem = f"rnn_{name}"
     if (str(configured), stem) in _LOADED:
         return _LOADED[str(configured), stem]
-    folder = _usable_folder(configured)
+    problem = _folder_problem(configured)
+    folder = configured if problem is None else _fall_back(configured, problem)
     path = folder / f"{stem}.py"
     data = _read_checked(path)
     if data is None:  # missing, or failed its check: derive it again and replace it
-        data = _generate(stem[len("rnn_"):], activation)
+        data = _generate(name, activation)
         try:
             _write(path, data)
         except OSError as error:
+            if folder != configured:
+                raise RuntimeError(f"the kernels for {activation!r} cannot be written to {path}: "
+                                   f"{error.strerror or error}") from None
             path = _fall_back(configured, f"it cannot be written ({error.strerror or error})") / path.name
             _write(path, data)
     module = _load(path, stem, data)
     _LOADED[str(configured), stem] = module
     return module
-
-
-def _usable_folder(configured):
-    """``configured`` when it is safe to read code and Numba's pickles from and can be written; else the private
-    folder, with a CacheWarning that says why."""
-    problem = _folder_problem(configured)
-    return _fall_back(configured, problem) if problem else configured
 
 
 def _folder_problem(folder):
@@ -180,7 +178,7 @@ def _fall_back(configured, problem):
         _PRIVATE.append(private)
     warnings.warn(f"the expression cache {configured} is not used: {problem}. Kernels for expressions go to "
                   f"{_PRIVATE[0]} for this process, and are derived again in each process; set {CACHE_ENV} to a "
-                  f"folder only you can write to keep them", CacheWarning, stacklevel=4)
+                  f"folder only you can write to keep them", CacheWarning, stacklevel=3)
     return _PRIVATE[0]
 
 
@@ -242,8 +240,10 @@ def _load(path, stem, data):
     module = types.ModuleType(name)
     module.__file__ = str(path)  # Numba's cache finds its __pycache__, and checks its stamp, through this path
     code = compile(data, str(path), "exec")
-    # Registered before it runs: a compiled loop loaded from Numba's cache rebuilds its globals with
-    # importlib.import_module(name), and an unregistered module fails there as "No module named '<dynamic>'"
+    # Registered before it runs: Numba finds a function's module through sys.modules, and for a module missing
+    # there it writes its placeholder name '<dynamic>' into the compiled loop it caches; a later process loading
+    # that loop imports the name and fails ("No module named '<dynamic>'"). Registered, the loop records ``name``,
+    # which the later process has in sys.modules by the time the loop is first called.
     sys.modules[name] = module
     try:
         exec(code, module.__dict__)  # the engine's own output, checked above; user text reached it only as SymPy

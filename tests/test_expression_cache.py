@@ -1,4 +1,5 @@
 """The expression cache of interop.kernels: keys, integrity checks, folder permissions, and Numba's on-disk cache."""
+import hashlib
 import json
 import os
 import pickle
@@ -240,7 +241,7 @@ def test_folder_writable_by_others_is_bypassed(scratch_cache, tmp_path, mode):
     scratch_cache.mkdir()
     planted = _planted(marker)
     cached_path(scratch_cache).write_bytes(planted + kernels.TRAILER
-                                           + kernels.hashlib.sha256(planted).hexdigest().encode() + b"\n")
+                                           + hashlib.sha256(planted).hexdigest().encode() + b"\n")
     os.chmod(scratch_cache, mode)
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")
