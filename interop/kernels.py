@@ -37,7 +37,7 @@ ENGINE_SUFFIXES = (".py", ".jinja")
 TRAILER = b"# rnn-bptt-derive expression cache, sha256 of the lines above: "
 MODULE_PREFIX = "rnn_bptt_cache_"  # + rnn_expr_<digest>: the name in sys.modules
 
-_LOADED = {}  # (configured folder, file stem) -> module
+_LOADED = {}  # ($RNN_BPTT_CACHE, $HOME, engine fingerprint, expression) -> module
 _PRIVATE = []  # this process's private fallback folder, once made
 
 
@@ -98,11 +98,13 @@ def kernel_module(activation):
                         f"got {type(activation).__name__}")
     if activation in generated.ACTIVATIONS:
         return generated.load(activation)
+    # what decides the file, in a form cheap to look up: rnn() calls this on every forward
+    memo = (os.environ.get(CACHE_ENV), os.environ.get("HOME"), engine_fingerprint(), activation)
+    if memo in _LOADED:
+        return _LOADED[memo]
     configured = cache_dir()
     name = cache_name(activation)
     stem = f"rnn_{name}"
-    if (str(configured), stem) in _LOADED:
-        return _LOADED[str(configured), stem]
     problem = _folder_problem(configured)
     folder = configured if problem is None else _fall_back(configured, problem)
     path = folder / f"{stem}.py"
@@ -118,7 +120,7 @@ def kernel_module(activation):
             path = _fall_back(configured, f"it cannot be written ({error.strerror or error})") / path.name
             _write(path, data)
     module = _load(path, stem, data)
-    _LOADED[str(configured), stem] = module
+    _LOADED[memo] = module
     return module
 
 
