@@ -17,18 +17,32 @@ from interop.kernels import kernel_module
 
 
 class RNNFunction(torch.autograd.Function):
-    """h = RNN(x, h0, V, W, b) with the generated forward, and the generated BPTT as its backward."""
+    """h = RNN(x, h0, V, W, b) with the generated forward, and the generated BPTT as its backward.
+
+    The kernels run on the tensors' own memory, and backward reads the inputs, the output h and (when f' is not a
+    function of h) the pre-activations E. Every one of them goes through ``ctx.save_for_backward``, and backward
+    rebuilds the kernel cache from ``ctx.saved_tensors``: an in-place change of any of them between forward and
+    backward (``out.mul_(2)``, ``relu(out, inplace=True)``, a weight changed under ``no_grad``) raises autograd's
+    "modified by an inplace operation" error instead of silently changing the gradients.
+    """
 
     @staticmethod
     def forward(ctx, x, h0, V, W, b, module):
         arrays = [t.detach().cpu().numpy() for t in (x, h0, V, W, b)]
         h, cache = module.forward(*arrays)
-        ctx.module, ctx.cache = module, cache
-        return torch.from_numpy(h)
+        out = torch.from_numpy(h)
+        # E is private to this Function (nothing else can change it), but saving it lets saved-tensor hooks
+        # (torch.autograd.graph.saved_tensors_hooks, save_on_cpu) see everything backward keeps alive
+        E = torch.from_numpy(cache.E) if cache.E is not None else None
+        ctx.module = module
+        ctx.save_for_backward(x, h0, V, W, b, out, E)
+        return out
 
     @staticmethod
     def backward(ctx, grad_h):
-        grads = ctx.module.backward(np.ascontiguousarray(grad_h.detach().cpu().numpy()), ctx.cache)
+        saved = ctx.saved_tensors  # raises if any of them was changed in place since forward
+        cache = Cache(*(None if t is None else t.detach().cpu().numpy() for t in saved))
+        grads = ctx.module.backward(np.ascontiguousarray(grad_h.detach().cpu().numpy()), cache)
         return (*(torch.from_numpy(np.ascontiguousarray(g)) for g in grads), None)
 
 
