@@ -12,6 +12,7 @@ from pathlib import Path
 
 from codegen.render import render, write_tree
 from derive.catalogue import CATALOGUE, USER_FILE, all_activations
+from derive.cell import CELLS_DIR, derive_cell, read_cells
 from derive.recurrence import derive
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,20 +29,28 @@ def derive_all(activations, workers=None):
         return list(pool.map(derive, activations))
 
 
-def emit(user_file=USER_FILE, workers=None, base=CATALOGUE):
+def derive_cells(cells_dir=CELLS_DIR):
+    """The cells defined under ``cells_dir``, derived, in name order (a second or two: no worker processes)."""
+    return [derive_cell(c) for c in read_cells(cells_dir)]
+
+
+def emit(user_file=USER_FILE, workers=None, base=CATALOGUE, cells_dir=CELLS_DIR):
     """Everything ``make derive`` writes, as {path relative to generated/: text}; writes nothing.
 
-    ``base`` is the built-in catalogue (tests pass a shorter one to stay fast).
+    ``base`` is the built-in catalogue (tests pass a shorter one to stay fast); ``cells_dir`` holds the cells'
+    definitions (``*.cell``).
     """
     # [Activation] -> [Derivation]
     derivations = derive_all(all_activations(user_file, base), workers)
-    # [Derivation] -> {path: text}
-    return render(derivations)
+    # [Cell] -> [CellDerivation]
+    cells = derive_cells(cells_dir)
+    # [Derivation], [CellDerivation] -> {path: text}
+    return render(derivations, cells)
 
 
-def build(root=GENERATED, user_file=USER_FILE, workers=None, base=CATALOGUE):
-    """Regenerate ``root`` from the catalogue; returns the relative paths that changed."""
-    files = emit(user_file, workers, base)
+def build(root=GENERATED, user_file=USER_FILE, workers=None, base=CATALOGUE, cells_dir=CELLS_DIR):
+    """Regenerate ``root`` from the catalogue and the cells; returns the relative paths that changed."""
+    files = emit(user_file, workers, base, cells_dir)
     # {path: text} -> generated/
     return write_tree(files, root)
 

@@ -95,6 +95,21 @@ def module_context(d):
     )
 
 
+def render_cells(cells):
+    """{path: text} of the cell modules and their support module (nothing when there are no cells)."""
+    if not cells:
+        return {}
+    from codegen.cell_render import cell_context  # cells only: the RNN path does not load the lowering
+
+    files = {"_cell_support.py": ENV.get_template("cell_support.py.jinja").render(
+        header=header("cell_support.py.jinja"))}
+    module = ENV.get_template("cell_module.py.jinja")
+    for c in cells:
+        files[f"cell_{c.name}.py"] = module.render(**cell_context(
+            c, header("cell_module.py.jinja"), f"derive/cells/{c.name}.cell"))
+    return files
+
+
 ONE_GLYPH = {"sigma", "delta", "gamma", "pi", "alpha", "lambda", "top", "cdot", "infty", "approx", "le"}
 
 
@@ -171,13 +186,14 @@ def latex_context(d):
     )
 
 
-def render(derivations):
-    """{path relative to generated/: text} for every generated file."""
+def render(derivations, cells=()):
+    """{path relative to generated/: text} for every generated file; ``cells`` are CellDerivations."""
     files = {
         "__init__.py": ENV.get_template("init.py.jinja").render(
-            header=header("init.py.jinja"), names=[d.name for d in derivations]),
+            header=header("init.py.jinja"), names=[d.name for d in derivations], cells=[c.name for c in cells]),
         "_support.py": ENV.get_template("support.py.jinja").render(header=header("support.py.jinja")),
     }
+    files.update(render_cells(cells))
     module = ENV.get_template("rnn_module.py.jinja")
     single = LATEX_ENV.get_template("derivation.tex.jinja")
     contexts = []
@@ -190,7 +206,7 @@ def render(derivations):
     return files
 
 
-def write_tree(files, root, pattern=("rnn_*.py", "latex/rnn_*.tex")):
+def write_tree(files, root, pattern=("rnn_*.py", "cell_*.py", "latex/rnn_*.tex")):
     """Write {relative path: text} under ``root`` atomically; remove stale files matching ``pattern`` (None: none).
 
     Every file is first written in full to a temporary file beside its target; only when all are written are they

@@ -1,0 +1,265 @@
+"""CellKernel -> NumPy source lines: every arithmetic line of a cell's kernels, printed from the description.
+
+    # [CellKernel] -> {section: [line]}     NumpyCellPrinter(kernel).sections()
+
+The template (codegen/templates/cell_module.py.jinja) only places these lines inside function definitions with
+their docstrings. Elementwise blocks go through ``codegen.passes.prepare`` and ``codegen.numpy_printer``'s
+``KernelPrinter``; their common subexpressions are shared as temporaries ``_tmp0``, ``_tmp1``, ... among the lines
+of one dependency level (two lines of the same level never read each other, so a shared temporary can be computed
+before both). Arrays are time-major with the batch in rows, so W u is printed as ``u @ W.T``.
+"""
+import sympy as sp
+
+from codegen.numpy_printer import KernelPrinter
+from codegen.passes import prepare
+from codegen.text_printer import text
+
+
+def span(k, size):
+    """The slice of block ``k`` of size ``size`` in a stacked axis: ':H', 'H:2 * H', ..."""
+    s = str(size)
+    start = "" if k == 0 else (s if k == 1 else f"{k} * {s}")
+    return f"{start}:{s if k == 0 else f'{k + 1} * {s}'}"
+
+
+def stacked(count, size):
+    return str(size) if count == 1 else f"{count} * {size}"
+
+
+def _levels(assignments):
+    """Group assignments into dependency levels: a line's level is one past the highest level of any line whose
+    symbol it reads."""
+    level, groups = {}, []
+    for a in assignments:
+        lv = max((level[s] + 1 for s in a.expr.free_symbols if s in level), default=0)
+        level[a.symbol] = lv
+        while len(groups) <= lv:
+            groups.append([])
+        groups[lv].append(a)
+    return groups
+
+
+def block_lines(assignments, comments=None, temps=None):
+    """Lines computing each ``symbol = expr`` in order, with CSE inside each dependency level."""
+    printer = KernelPrinter()
+    temps = temps if temps is not None else sp.numbered_symbols("_tmp")
+    comments = comments or {}
+    lines = []
+    for group in _levels(assignments):
+        replacements, reduced = sp.cse([prepare(a.expr) for a in group], symbols=temps, order="canonical")
+        lines += [f"{printer.doprint(s)} = {printer.doprint(v)}" for s, v in replacements]
+        for a, r in zip(group, reduced):
+            note = comments.get(a.symbol)
+            lines.append(f"{a.symbol.name} = {printer.doprint(r)}" + (f"  # {note}" if note else ""))
+    return lines
+
+
+class NumpyCellPrinter:
+    """Prints the NumPy target of one CellKernel: ``sections()`` -> {name: [line]} and the module's constants."""
+
+    def __init__(self, kernel):
+        self.k = kernel
+        self.states = [s for s, _ in kernel.states]
+        self.size = dict(kernel.states)
+        self.args = [kernel.input] + [f"{s}0" for s in self.states] + [p.name for p in kernel.params]
+        reads = set(kernel.backward_reads) | set(kernel.jacobian_reads)
+        self.hoisted_kept = [p for p in kernel.products if p.hoisted and any(s.name in reads for s, _ in p.blocks)]
+        self.cache_fields = (self.args + self.states + [s.name for s in kernel.saved]
+                             + [p.array for p in self.hoisted_kept])
+
+    # constants -------------------------------------------------------------------------------------------------
+    def shapes(self):
+        """{argument: labels of its shape}: what check_arguments validates, e.g. weight_ih: ("4*H", "D")."""
+        k = self.k
+        out = {k.input: ("T", "N", str(k.input_size))}
+        out.update({f"{s}0": ("N", str(n)) for s, n in k.states})
+        for p in k.params:
+            rows = str(p.shape[0]) if len(p.blocks) == 1 else f"{len(p.blocks)}*{p.shape[0]}"
+            out[p.name] = (rows,) + tuple(str(c) for c in p.shape[1:])
+        return out
+
+    def grads_fields(self):
+        return [f"d{a}" for a in self.args]
+
+    # shared pieces -----------------------------------------------------------------------------------------------
+    def sizes_from_cache(self):
+        k = self.k
+        lines = [f"_T, _N, {k.input_size} = {k.input}.shape"]
+        done = {k.input_size}
+        for s, n in k.states:
+            if n not in done:
+                lines.append(f"{n} = {s}0.shape[1]")
+                done.add(n)
+        return lines
+
+    def unpack_cache(self):
+        k = self.k
+        lines = [f"{', '.join(self.args)} = cache[:{len(self.args)}]"]
+        lines += [f"_{s}_seq = cache.{s}" for s in self.states]
+        lines += [f"_{s.name}_seq = cache.{s.name}" for s in k.saved]
+        lines += [f"_{p.array} = cache.{p.array}" for p in self.hoisted_kept]
+        return lines + self.sizes_from_cache()
+
+    def bias_blocks(self, names=None):
+        """Each bias block (of ``names``; None: all) as a view of its stacked vector (before the loop)."""
+        return [f"{b} = {p}[{span(i, n)}]" if self._count(p) > 1 else f"{b} = {p}"
+                for b, p, i, n in self.k.biases if names is None or b in names]
+
+    def _count(self, param):
+        return next(len(p.blocks) for p in self.k.params if p.name == param)
+
+    def loads(self, names):
+        """The node values of step _t that a block reads, from the cache's arrays."""
+        k = self.k
+        lines = []
+        block_of = {s.name: (p, i) for p in k.products for s, i in p.blocks}
+        saved = {s.name for s in k.saved}
+        for n in names:
+            if n in self.states:
+                lines.append(f"{n} = {n}0 if _t == 0 else _{n}_seq[_t - 1]  # {n}_(t-1)")
+            elif n.endswith("_next") and n[:-5] in self.states:
+                lines.append(f"{n} = _{n[:-5]}_seq[_t]  # {n[:-5]}_t")
+            elif n in saved:
+                lines.append(f"{n} = _{n}_seq[_t]")
+            elif n in block_of:
+                p, i = block_of[n]
+                lines.append(f"{n} = _{p.array}[_t, :, {span(i, p.rows)}]")
+        return lines
+
+    # sections ----------------------------------------------------------------------------------------------------
+    def sections(self):
+        return dict(forward=self.forward(), backward=self.backward(), jacobian=self.jacobian())
+
+    def forward(self):
+        k = self.k
+        dtype = f"{k.input}.dtype"
+        lines = [f"_T, _N, {k.input_size} = {k.input}.shape"]
+        done = {k.input_size}
+        for s, n in k.states:
+            if n not in done:
+                lines.append(f"{n} = {s}0.shape[1]")
+                done.add(n)
+        for s, n in k.states:
+            lines.append(f"_{s}_seq = np.empty((_T, _N, {n}), dtype={dtype})  # {s}_1..{s}_T")
+        for s in k.saved:
+            lines.append(f"_{s.name}_seq = np.empty((_T, _N, {s.size}), dtype={dtype})  # kept for backward")
+        for p in k.products:
+            if p.hoisted:
+                names = ", ".join(f"{b} @ {p.operand}" for b, _ in self._block_names(p))
+                lines.append(f"_{p.array} = ({p.operand}.reshape(_T * _N, {p.cols}) @ {p.param}.T).reshape("
+                             f"_T, _N, {stacked(p.count, p.rows)})  # {names} for every t: one product")
+        lines += self.bias_blocks()
+        lines.append(f"{', '.join(self.states)} = {', '.join(s + '0' for s in self.states)}  # at t = 1")
+        lines.append("for _t in range(_T):")
+        body = []
+        for p in k.products:
+            if not p.hoisted:
+                names = ", ".join(f"{b} @ {p.operand}" for b, _ in self._block_names(p))
+                body.append(f"_{p.array} = {p.operand} @ {p.param}.T  # {names}: one product")
+        for p in k.products:
+            for sym, i in p.blocks:
+                where = f"_{p.array}[_t, :, {span(i, p.rows)}]" if p.hoisted else f"_{p.array}[:, {span(i, p.rows)}]"
+                body.append(f"{sym.name} = {where}")
+        eqs = {a.symbol: text(a.expr) for a in k.forward}
+        source = {e.symbol: e.text for e in k.derivation.cell.equations}
+        body += block_lines(k.forward, {s: source[s] for s in eqs})
+        for s in k.saved:
+            body.append(f"_{s.name}_seq[_t] = {s.name}")
+        for s in self.states:
+            body.append(f"_{s}_seq[_t] = {s}_next")
+        body.append(f"{', '.join(self.states)} = {', '.join(s + '_next' for s in self.states)}")
+        lines += ["    " + b for b in body]
+        cache = [self.args, [f"_{s}_seq" for s in self.states], [f"_{s.name}_seq" for s in k.saved],
+                 [f"_{p.array}" for p in self.hoisted_kept]]
+        lines.append(f"return _{k.output}_seq, Cache({', '.join(n for group in cache for n in group)})")
+        return lines
+
+    def _block_names(self, p):
+        return [(next(q.block for q in self.k.derivation.cell.products if q.symbol == s), i) for s, i in p.blocks]
+
+    def backward(self):
+        k = self.k
+        dtype = f"{k.input}.dtype"
+        lines = self.unpack_cache()
+        for s in self.states:
+            lines.append(f"_carry_{s} = _final[{s!r}]  # dL/d{s}_T from beyond the sequence (dfinal, or zero)")
+        for st in k.stores:
+            p = st.product
+            lines.append(f"_{st.array} = np.empty((_T, _N, {stacked(p.count, p.rows)}), dtype={dtype})  "
+                         f"# dL/d({p.param} {p.operand}) for every t")
+        for p in k.params:
+            if not p.is_matrix:
+                lines.append(f"_grad_{p.name} = np.zeros({stacked(len(p.blocks), p.shape[0])}, dtype={dtype})")
+        lines += self.bias_blocks(k.backward_reads)
+        lines.append("for _t in range(_T - 1, -1, -1):")
+        body = self.loads(k.backward_reads)
+        for s, g in k.externals:
+            direct = "_d_out[_t] + " if s == k.output else ""
+            body.append(f"{g.name} = {direct}_carry_{s}  # dL/d{s}_t from outside the step")
+        body += block_lines(k.backward)
+        for st in k.stores:
+            for sym, i in st.blocks:
+                body.append(f"_{st.array}[_t, :, {span(i, st.product.rows)}] = {sym.name}")
+        for b in k.bias_grads:
+            if b.store is None:
+                body.append(f"_grad_{b.param}[{span(b.index, b.size)}] += {b.adjoint.name}.sum(axis=0)")
+        for c in k.carries:
+            terms = ([c.direct.name] if c.direct is not None else []) + \
+                    [f"_{st.array}[_t] @ {st.product.param}" for st in c.stores]
+            value = " + ".join(terms) if terms else f"np.zeros_like(_carry_{c.state})"
+            body.append(f"_carry_{c.state} = {value}  # dL/d{c.state}_(t-1)")
+        lines += ["    " + b for b in body]
+        for st in k.stores:
+            p = st.product
+            width = stacked(p.count, p.rows)
+            if p.hoisted:
+                operand = f"{p.operand}.reshape(_T * _N, {p.cols})"
+            else:
+                operand = (f"np.concatenate(({p.operand}0[None], _{p.operand}_seq[:-1])).reshape(_T * _N, {p.cols})")
+            lines.append(f"_grad_{p.param} = _{st.array}.reshape(_T * _N, {width}).T @ {operand}"
+                         f"  # sum_t dL/dP_t {p.operand}_(t-1)^T" if not p.hoisted else
+                         f"_grad_{p.param} = _{st.array}.reshape(_T * _N, {width}).T @ {operand}"
+                         f"  # sum_t dL/dP_t {p.operand}_t^T")
+        for b in k.bias_grads:
+            if b.store is not None:
+                lines.append(f"_grad_{b.param}[{span(b.index, b.size)}] = "
+                             f"_{b.store.array}[:, :, {span(b.store_index, b.store.product.rows)}].sum(axis=(0, 1))")
+        into_x = [st for st in k.stores if st.product.hoisted]
+        if into_x:
+            terms = " + ".join(f"_{st.array}.reshape(_T * _N, {stacked(st.product.count, st.product.rows)}) @ "
+                               f"{st.product.param}" for st in into_x)
+            lines.append(f"_grad_{k.input} = ({terms}).reshape(_T, _N, {k.input_size})")
+        else:
+            lines.append(f"_grad_{k.input} = np.zeros_like({k.input})")
+        grads = [f"_grad_{k.input}"] + [f"_carry_{s}" for s in self.states] + [f"_grad_{p.name}" for p in k.params]
+        lines.append(f"return Grads({', '.join(grads)})")
+        return lines
+
+    def jacobian(self):
+        k = self.k
+        lines = self.unpack_cache() + ["_t = t - 1"] + self.bias_blocks(k.jacobian_reads)
+        lines += self.loads(k.jacobian_reads)
+        lines += block_lines(k.jacobian_factors)
+        offsets, at = [], "0"
+        for s, n in k.states:
+            offsets.append((at, str(n) if at == "0" else f"{at} + {n}"))
+            at = offsets[-1][1]
+        lines.append(f"_J = np.zeros((_N, {at}, {at}), dtype={k.input}.dtype)")
+        for b in k.jacobian:
+            r0, r1 = offsets[b.row]
+            c0, c1 = offsets[b.col]
+            rows = f"{'' if r0 == '0' else r0}:{r1}"
+            cols = f"{'' if c0 == '0' else c0}:{c1}"
+            row_state, col_state = self.states[b.row], self.states[b.col]
+            for term in b.terms:
+                if term.param is None:
+                    value = f"diagonal_block({term.factor.name}, _N, {self.size[row_state]}, _J.dtype)"
+                    note = f"diag(d{row_state}_t/d{col_state}_(t-1) directly)"
+                else:
+                    W = f"{term.param}[{span(term.index, term.rows)}]" if self._count(term.param) > 1 \
+                        else term.param
+                    value = f"matrix_block({term.factor.name}, _N, {W})"
+                    note = f"diag(...) {W}"
+                lines.append(f"_J[:, {rows}, {cols}] += {value}  # {note}")
+        lines.append("return _J")
+        return lines

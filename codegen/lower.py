@@ -1,0 +1,226 @@
+"""CellDerivation -> CellKernel: a typed description of the kernels, printed by a target printer (codegen.cell_printer).
+
+    # [CellDerivation] -> [CellKernel]     lower(derivation)
+
+The description says what each step computes and in which order, with no text in it:
+- ``products``: one matrix product per stacked parameter (all of its blocks at once), with the operand it takes and
+  whether it is hoisted out of the time loop (the input's products: one product over all T steps);
+- ``forward``: the elementwise block of a step (the cell's equations), in order;
+- ``saved``: what forward keeps per step beyond the state sequences: exactly the node values that backward's
+  elementwise block or the Jacobian read (LSTM: the gates; GRU: the gates and W_hn h);
+- ``backward``: the elementwise adjoint block of a step, with duplicate adjoints merged (``aliases``), so that
+  d_W_hi_h, which SymPy derives equal to d_W_ii_x, is computed once;
+- ``stores``: the adjoints of each stacked product, kept for all T, so each weight's gradient is one product after
+  the loop (sum_t dP_t^T operand_t) and the input's gradient one product too;
+- ``carries``: dL/d(state)_{t-1} = direct adjoint + dP_t W for the stacked products whose operand is that state;
+- ``bias_grads``: each bias block's gradient, from a stored product adjoint when the derivation makes them equal
+  (summed once after the loop), else accumulated step by step;
+- ``jacobian``: each nonzero block of d(state_t)/d(state_{t-1}), as a diagonal factor and diag(factor) W_k terms.
+"""
+from dataclasses import dataclass
+
+import sympy as sp
+
+from derive.cell import Assignment
+from derive.cellparse import CellError
+
+
+@dataclass(frozen=True)
+class StackedProduct:
+    """``operand @ param.T`` for all of ``param``'s blocks at once; block k is columns k*rows:(k+1)*rows of the
+    result ``array``. ``blocks`` are (stand-in symbol, index); ``hoisted``: computed for every t before the loop."""
+
+    param: str
+    operand: str
+    array: str
+    rows: sp.Symbol
+    cols: sp.Symbol
+    count: int
+    blocks: tuple
+    hoisted: bool
+
+
+@dataclass(frozen=True)
+class Saved:
+    """A node value forward keeps for every step: ``kind`` is "intermediate" or "product"; ``size`` its length."""
+
+    name: str
+    kind: str
+    size: sp.Symbol
+
+
+@dataclass(frozen=True)
+class Store:
+    """The adjoints of one stacked product for every step: ``array`` (T, N, count * rows); ``blocks`` are
+    (adjoint symbol, index)."""
+
+    product: StackedProduct
+    array: str
+    blocks: tuple
+
+
+@dataclass(frozen=True)
+class CarryStep:
+    """dL/d``state``_{t-1} = ``direct`` (a symbol or None) + sum over ``stores`` of dP_t @ param."""
+
+    state: str
+    direct: sp.Symbol
+    stores: tuple
+
+
+@dataclass(frozen=True)
+class BiasGrad:
+    """Gradient of block ``index`` of vector ``param``: from ``store`` (its columns of block ``store_index``, summed
+    over t and the batch) when not None, else ``adjoint`` summed every step."""
+
+    param: str
+    index: int
+    size: sp.Symbol
+    adjoint: sp.Symbol
+    store: Store
+    store_index: int
+
+
+@dataclass(frozen=True)
+class JacobianTerm:
+    """diag(``factor``) W_k, W_k block ``index`` of ``param`` (``factor`` None with ``param`` None: the direct
+    diagonal term diag(``direct``))."""
+
+    factor: sp.Symbol
+    param: str
+    index: int
+    rows: sp.Symbol
+
+
+@dataclass(frozen=True)
+class JacobianBlockK:
+    """Block d(``row``)_t/d(``col``)_{t-1}: its position (state indices) and its terms."""
+
+    row: int
+    col: int
+    terms: tuple
+
+
+@dataclass(frozen=True)
+class CellKernel:
+    """Everything a printer needs to write one cell's module; SymPy expressions only in the elementwise blocks."""
+
+    name: str
+    description: str
+    source: str
+    input: str
+    input_size: sp.Symbol
+    states: tuple            # ((name, size), ...)
+    output: str
+    params: tuple            # (derive.cellparse.Param, ...)
+    biases: tuple            # ((block, param name, index, size), ...)
+    products: tuple          # (StackedProduct, ...)
+    forward: tuple           # (Assignment, ...) in order
+    saved: tuple             # (Saved, ...)
+    backward_reads: tuple    # node names backward loads for a step
+    externals: tuple         # ((state, symbol g_state), ...)
+    backward: tuple          # (Assignment, ...) in order, duplicates merged
+    stores: tuple            # (Store, ...)
+    carries: tuple           # (CarryStep, ...) in state order
+    bias_grads: tuple        # (BiasGrad, ...)
+    jacobian_reads: tuple    # node names the Jacobian loads for a step
+    jacobian_factors: tuple  # (Assignment, ...): the scalar factors of the Jacobian's blocks
+    jacobian: tuple          # (JacobianBlockK, ...)
+    derivation: object       # the CellDerivation, for docstrings
+
+
+def lower(d):
+    """CellDerivation -> CellKernel (see the module docstring for each part)."""
+    cell = d.cell
+    states = [s for s, _ in cell.states]
+    # [CellDerivation] -> stacked products: one per (parameter, operand)
+    products = []
+    for p in cell.params:
+        if not p.is_matrix:
+            continue
+        blocks = tuple(sorted(((q.symbol, q.index) for q in cell.products if q.param == p.name), key=lambda b: b[1]))
+        operand = next(q.operand for q in cell.products if q.param == p.name)
+        products.append(StackedProduct(p.name, operand, f"{p.name}_{operand}", p.shape[0], p.shape[1],
+                                       len(p.blocks), blocks, operand == cell.input))
+    # backward's block with merged duplicates: an adjoint equal to an earlier one (or to a bare symbol) is an alias
+    aliases, seen, backward = {}, {}, []
+    for a in d.adjoints:
+        expr = a.expr.xreplace(aliases)
+        if isinstance(expr, sp.Symbol):
+            aliases[a.symbol] = expr
+        elif expr in seen:
+            aliases[a.symbol] = seen[expr]
+        else:
+            seen[expr] = a.symbol
+            backward.append(Assignment(a.symbol, expr))
+    resolve = lambda s: aliases.get(s, s)  # noqa: E731 - one-line lookup
+
+    stores, by_param = [], {}
+    for sp_ in products:
+        adjoints = tuple((resolve(d.leaf_adjoints[sym]), k) for sym, k in sp_.blocks)
+        by_param[sp_.param] = Store(sp_, f"d_{sp_.array}", adjoints)
+        stores.append(by_param[sp_.param])
+    carries = tuple(CarryStep(s, resolve(c.direct) if c.direct is not None else None,
+                              tuple(st for st in stores if st.product.operand == s)) for s, c in zip(states, d.carries))
+    stored_symbols = {sym: (st, k) for st in stores for sym, k in st.blocks}
+    bias_grads = []
+    for g in d.param_grads:
+        if g.operand is not None:
+            continue
+        param = next(p for p in cell.params if p.name == g.param)
+        adjoint = resolve(g.adjoint)
+        st, k = stored_symbols.get(adjoint, (None, None))
+        bias_grads.append(BiasGrad(g.param, g.index, param.shape[0], adjoint, st, k))
+
+    # the Jacobian's factors as named scalars, so that the printer can share their common parts
+    factors, blocks = [], []
+    for b in d.jacobian:
+        terms = []
+        if b.direct != 0:
+            sym = sp.Symbol(f"J_{b.row}_{b.col}", real=True)
+            factors.append(Assignment(sym, b.direct))
+            terms.append(JacobianTerm(sym, None, None, None))
+        for factor, q in b.terms:
+            sym = sp.Symbol(f"J_{b.row}_{q.block}", real=True)
+            factors.append(Assignment(sym, factor))
+            terms.append(JacobianTerm(sym, q.param, q.index, q.rows))
+        blocks.append(JacobianBlockK(states.index(b.row), states.index(b.col), tuple(terms)))
+
+    # what forward keeps: the node values backward's block or the Jacobian reads, beyond states and parameters
+    adjoint_names = {a.symbol for a in d.adjoints} | set(d.external.values())
+    backward_reads = _reads(backward, adjoint_names)
+    jacobian_reads = _reads(factors, adjoint_names)
+    intermediates = {e.symbol.name: e.size for e in cell.equations if e.state is None}
+    state_products = {q.symbol.name: q.rows for q in cell.products if q.operand != cell.input}
+    saved = tuple(Saved(n, "intermediate" if n in intermediates else "product",
+                        intermediates.get(n, state_products.get(n)))
+                  for n in _ordered(cell, backward_reads | jacobian_reads)
+                  if n in intermediates or n in state_products)
+    taken = {p.name for p in cell.params} | set(states) | {cell.input} | {f"{s}0" for s in states}
+    for name in [s.name for s in saved] + [p.array for p in products]:
+        if name in taken:
+            raise CellError(f"cell {cell.name!r}: the generated cache field {name!r} collides with a declared name")
+        taken.add(name)
+    return CellKernel(
+        cell.name, cell.description, cell.source, cell.input, cell.input_size, cell.states, cell.output,
+        cell.params, tuple((b, p.name, k, p.shape[0]) for b, p, k in cell.biases), tuple(products),
+        tuple(Assignment(e.symbol, e.expr) for e in cell.equations), saved, tuple(_ordered(cell, backward_reads)),
+        tuple(d.external.items()), tuple(backward), tuple(stores), carries, tuple(bias_grads),
+        tuple(_ordered(cell, jacobian_reads)), tuple(factors), tuple(blocks), d)
+
+
+def _reads(assignments, exclude):
+    """The node values a block reads: free symbols that no line of it assigns and that are not adjoints."""
+    assigned = {a.symbol for a in assignments}
+    out = set()
+    for a in assignments:
+        out |= {s.name for s in a.expr.free_symbols if s not in assigned and s not in exclude}
+    return out
+
+
+def _ordered(cell, names):
+    """``names`` in a fixed order: states, then new states, intermediates, products, biases as declared."""
+    order = [s for s, _ in cell.states] + [f"{s}_next" for s, _ in cell.states]
+    order += [e.symbol.name for e in cell.equations if e.state is None]
+    order += [q.symbol.name for q in cell.products] + [b for b, _, _ in cell.biases]
+    return [n for n in order if n in names]
