@@ -5,27 +5,57 @@
     python -m codegen add NAME EXPR   add a user activation (derived and rendered first; nothing changes on error)
     python -m codegen remove NAME     remove a user activation
     python -m codegen list            the activations and their derivatives
+    python -m codegen add-cell FILE   add a user cell from a .cell file (derived and rendered first; nothing changes
+                                      on error); remove-cell NAME removes one
 """
 import argparse
 import json
 import sys
 import time
+from pathlib import Path
 
-from codegen.build import GENERATED, build, derive_all, drift, emit
+from codegen.build import GENERATED, build, derive_all, derive_cells, drift, emit
 from codegen.render import render, write_tree
 from derive.catalogue import CATALOGUE, USER_FILE, Activation, all_activations, check_name, read_user_file
+from derive.cell import CELL_DIRS, USER_CELLS_DIR, derive_cell, read_cells
+from derive.cellparse import CellError, check_cell_name, parse_cell_file
 from derive.parse import parse_expression
 
 
-def _add(name, text, user_file=USER_FILE, root=GENERATED, base=CATALOGUE):
+def _add(name, text, user_file=USER_FILE, root=GENERATED, base=CATALOGUE, cell_dirs=CELL_DIRS):
     """Derive and render the new activation with the whole catalogue before touching any file."""
     entries = read_user_file(user_file)
-    check_name(name, {a.name for a in base} | set(entries))
+    check_name(name, {a.name for a in base} | set(entries) | {c.name for c in read_cells(cell_dirs)})
     new = Activation(name, parse_expression(text))  # refuses bad text before the slow part
     entries[name] = text
     content = json.dumps(dict(sorted(entries.items())), indent=2) + "\n"
-    files = render(derive_all(all_activations(user_file, base) + (new,)))
+    files = render(derive_all(all_activations(user_file, base) + (new,)), derive_cells(cell_dirs))
     write_tree({user_file.name: content}, user_file.parent, pattern=None)  # the data file, atomically
+    return write_tree(files, root)
+
+
+def _add_cell(path, cell_dirs=CELL_DIRS, root=GENERATED, user_file=USER_FILE, base=CATALOGUE):
+    """Parse, derive and render the cell in ``path`` with everything else before writing anything; then copy the
+    file into the user cells' folder (the last of ``cell_dirs``) and write generated/."""
+    cell = parse_cell_file(path)  # refuses bad text, naming the equation and the symbol
+    existing = read_cells(cell_dirs)
+    taken = {c.name for c in existing} | {a.name for a in all_activations(user_file, base)}
+    check_cell_name(cell.name, taken, where=Path(path).name)
+    cells = sorted(existing + (cell,), key=lambda c: c.name)
+    files = render(derive_all(all_activations(user_file, base)), [derive_cell(c) for c in cells])
+    target = Path(cell_dirs[-1])
+    write_tree({f"{cell.name}.cell": cell.source}, target, pattern=None)
+    return cell.name, write_tree(files, root)
+
+
+def _remove_cell(name, cell_dirs=CELL_DIRS, root=GENERATED, user_file=USER_FILE, base=CATALOGUE):
+    target = Path(cell_dirs[-1]) / f"{name}.cell"
+    if not target.exists():
+        users = sorted(p.stem for p in Path(cell_dirs[-1]).glob("*.cell"))
+        raise CellError(f"{name!r} is not a user cell; user cells: {', '.join(users) or 'none'}")
+    rest = tuple(c for c in read_cells(cell_dirs) if c.name != name)
+    files = render(derive_all(all_activations(user_file, base)), [derive_cell(c) for c in rest])
+    target.unlink()
     return write_tree(files, root)
 
 
@@ -49,6 +79,10 @@ def main(argv=None):
     rm = sub.add_parser("remove", help="remove a user activation")
     rm.add_argument("name")
     sub.add_parser("list", help="list the activations")
+    add_cell = sub.add_parser("add-cell", help="add a user cell from a .cell file (see README, Cells from equations)")
+    add_cell.add_argument("path")
+    rm_cell = sub.add_parser("remove-cell", help="remove a user cell")
+    rm_cell.add_argument("name")
     args = parser.parse_args(argv)
     start = time.perf_counter()
     try:
@@ -58,6 +92,12 @@ def main(argv=None):
         elif args.command == "remove":
             changed = _remove(args.name)
             print(f"removed {args.name!r}; {len(changed)} file(s) changed in generated/")
+        elif args.command == "add-cell":
+            name, changed = _add_cell(args.path)
+            print(f"added cell {name!r}; {len(changed)} file(s) changed in generated/")
+        elif args.command == "remove-cell":
+            changed = _remove_cell(args.name)
+            print(f"removed cell {args.name!r}; {len(changed)} file(s) changed in generated/")
         elif args.command == "list":
             for d in derive_all(all_activations()):
                 form = f"  f'(h) = {d.df_h}" if d.uses_output else ""

@@ -197,8 +197,9 @@ def lower(d):
                   for n in _ordered(cell, backward_reads | jacobian_reads)
                   if n in intermediates or n in state_products)
     taken = {p.name for p in cell.params} | set(states) | {cell.input} | {f"{s}0" for s in states}
-    for name in [s.name for s in saved] + [p.array for p in products]:
-        if name in taken:
+    fields = [s.name for s in saved]
+    for name in fields + [p.array for p in products if p.hoisted]:  # the names a Cache may hold
+        if name in taken or (name in fields and fields.count(name) > 1):
             raise CellError(f"cell {cell.name!r}: the generated cache field {name!r} collides with a declared name")
         taken.add(name)
     return CellKernel(

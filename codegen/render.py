@@ -106,7 +106,7 @@ def render_cells(cells):
     module = ENV.get_template("cell_module.py.jinja")
     for c in cells:
         files[f"cell_{c.name}.py"] = module.render(**cell_context(
-            c, header("cell_module.py.jinja"), f"derive/cells/{c.name}.cell"))
+            c, header("cell_module.py.jinja"), f"{c.name}.cell"))
     return files
 
 

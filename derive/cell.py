@@ -210,15 +210,21 @@ def _check_against_inlined(cell, total, leaves):
                                 f"{leaf} disagree (an engine error, please report)")
 
 
-def read_cells(cells_dir=CELLS_DIR):
-    """The cells defined in ``cells_dir`` (``*.cell``), parsed, in name order; a file's name must be its cell's."""
-    cells = []
-    for path in sorted(Path(cells_dir).glob("*.cell")):
-        cell = parse_cell_file(path)
-        if cell.name != path.stem:
-            raise CellError(f"{path.name}: declares cell {cell.name!r}; the file must be named {cell.name}.cell")
-        cells.append(cell)
-    return tuple(cells)
+USER_CELLS_DIR = CELLS_DIR.with_name("user_cells")
+CELL_DIRS = (CELLS_DIR, USER_CELLS_DIR)  # built-in cells, then those added with `python -m codegen add-cell`
 
 
-builtin_cells = read_cells
+def read_cells(dirs=CELL_DIRS):
+    """The cells defined in ``dirs`` (``*.cell`` files), parsed, in name order. A file's name must be its cell's,
+    and no name may appear twice."""
+    dirs = (dirs,) if isinstance(dirs, (str, Path)) else dirs
+    cells = {}
+    for folder in dirs:
+        for path in sorted(Path(folder).glob("*.cell")):
+            cell = parse_cell_file(path)
+            if cell.name != path.stem:
+                raise CellError(f"{path.name}: declares cell {cell.name!r}; the file must be named {cell.name}.cell")
+            if cell.name in cells:
+                raise CellError(f"{path}: cell name {cell.name!r} is already taken by a cell in {folder}")
+            cells[cell.name] = cell
+    return tuple(cells[n] for n in sorted(cells))

@@ -384,7 +384,7 @@ class _VectorBuilder(_Builder):
         if not text:
             raise CellError(f"{self.label}: the right side is empty")
         if "'" in text:
-            raise CellError(f"{self.label}: a prime must follow a state's name, as in h'")
+            raise CellError(f"{self.label}: a prime (') must follow a state's name, as in h'; strings are not allowed")
         if len(text) > MAX_LENGTH:
             raise CellError(f"{self.label}: the right side is longer than {MAX_LENGTH} characters")
         try:
@@ -470,6 +470,9 @@ class _VectorBuilder(_Builder):
         param, index = self.cell.blocks[left.id]
         states = dict(self.cell.states)
         inp = self.cell.input
+        if isinstance(right, ast.Name) and right.id not in states and right.id != inp[0] \
+                and right.id not in self.cell.defined and right.id not in self.cell.blocks:
+            self.fail(right, f"undefined name {right.id!r}")
         if not isinstance(right, ast.Name) or (right.id not in states and right.id != inp[0]):
             self.fail(node, f"the right operand of @ must be the input {inp[0]!r} or a previous state "
                             f"({', '.join(states)}); products of intermediates are not supported")

@@ -1,0 +1,194 @@
+"""Cells from equations: the .cell parser's refusals, what SymPy derives, the lowering, and `add-cell`."""
+import numpy as np
+import pytest
+import sympy as sp
+
+from codegen.__main__ import _add_cell, _remove_cell, main
+from codegen.cell_printer import block_lines, span
+from codegen.lower import lower
+from derive.cell import Assignment, derive_cell, inlined, read_cells
+from derive.cellparse import CellError, parse_cell
+from derive.functions import sigmoid
+
+RNN = """
+# the vanilla RNN as a cell
+cell rnn
+input x[D]
+state h[H]
+param V[H, D]
+param W[H, H]
+param b[H]
+h' = tanh(V @ x + W @ h + b)
+"""
+
+HEAD = """cell c
+input x[D]
+state h[H]
+param W[H, H]
+param V[H, D]
+param b[H]
+"""
+
+
+def test_parse_rnn_cell_into_stand_ins():
+    cell = parse_cell(RNN)
+    assert cell.name == "rnn" and cell.description == "the vanilla RNN as a cell"
+    (eq,) = cell.equations
+    assert eq.state == "h" and eq.symbol.name == "h_next"
+    V_x, W_h, b = (sp.Symbol(n, real=True) for n in ("V_x", "W_h", "b"))
+    assert eq.expr == sp.tanh(V_x + W_h + b)
+    assert [(p.block, p.operand) for p in cell.products] == [("V", "x"), ("W", "h")]
+
+
+def test_vanilla_rnn_jacobian_is_diag_f_prime_times_W():
+    d = derive_cell(parse_cell(RNN))
+    (block,) = d.jacobian
+    assert (block.row, block.col, block.direct) == ("h", "h", 0)
+    (factor, product), = block.terms
+    assert product.block == "W"
+    h_next = sp.Symbol("h_next", real=True)
+    assert factor == 1 - h_next ** 2  # tanh' in the output, found by the engine
+    E = sp.Symbol("E", real=True)
+    assert sp.simplify(factor.subs(h_next, sp.tanh(E)) - sp.diff(sp.tanh(E), E)) == 0
+    # BPTT: dL/dh_{t-1} = W^T delta with delta = g * f'(E); dV, dW, db from the same adjoint
+    adj = {a.symbol.name: a.expr for a in d.adjoints}
+    assert adj["d_h_next"] == sp.Symbol("g_h", real=True)
+    assert adj["d_W_h"] == adj["d_V_x"] == adj["d_b"] == sp.Symbol("d_h_next", real=True) * (1 - h_next ** 2)
+    assert [(g.param, g.operand) for g in d.param_grads] == [("V", "x"), ("W", "h"), ("b", None)]
+
+
+def test_lstm_jacobian_blocks_equal_sympys_derivative_of_the_inlined_update():
+    """The chain rule over the equations against SymPy differentiating each inlined state update directly."""
+    (lstm,) = [c for c in read_cells() if c.name == "lstm"]
+    d = derive_cell(lstm)
+    values = {}
+    for e in lstm.equations:
+        values[e.symbol] = e.expr.xreplace(values)
+    updates = inlined(lstm)
+    rng = np.random.default_rng(0)
+    point = {s: rng.standard_normal() for s in set().union(*(u.free_symbols for u in updates.values()))}
+    assert {(b.row, b.col) for b in d.jacobian} == {("h", "h"), ("h", "c"), ("c", "h"), ("c", "c")}
+    for b in d.jacobian:
+        for factor, q in b.terms:
+            want = sp.diff(updates[b.row], q.symbol)
+            assert abs(float(factor.xreplace(values).subs(point)) - float(want.subs(point))) < 1e-12
+        want = sp.diff(updates[b.row], sp.Symbol(b.col, real=True))
+        assert abs(float(sp.sympify(b.direct).xreplace(values).subs(point)) - float(want.subs(point))) < 1e-12
+
+
+@pytest.mark.parametrize("body, message", [
+    ("h' = tanh(W @ h + q)", "line 7: equation \"h'\": undefined name 'q'"),
+    ("h' = tanh(W @ h + V @ x + b)\nh' = h", "state 'h' is updated twice"),
+    ("a = tanh(W @ h)", "state 'h' is never updated"),
+    ("h' = tanh(V @ h)", "line 7: equation \"h'\": shape mismatch: V has D columns, h has size H"),
+    ("a = V @ x\nh' = a * x", "the input 'x' may appear only as the right operand of @"),
+    ("h' = abs(W @ h)", "line 7: equation \"h'\": abs is not differentiable everywhere"),
+    ("h' = max(W @ h, b)", "max is not differentiable everywhere"),
+    ("b = tanh(W @ h)\nh' = b", "intermediate name 'b' is already taken by the parameter declared at line 6"),
+    ("h' = tanh(W @ (h * b))", "the right operand of @ must be the input 'x' or a previous state"),
+    ("h' = tanh(W @ h) + __import__(\"os\")", "unknown function '__import__'"),
+    ("h' = tanh(W @ h) + len('os')", "a prime (') must follow a state's name"),
+    ("h' = tanh(W @ h) + \"os\"", "literal"),
+    ("h' = tanh(W @ h).real", "attribute syntax"),
+    ("h' = tanh(W @ h) + c'", "undefined name \"c'\": only states take a prime"),
+    ("h' = tanh(W @ h + V @ x + b) + foo(h)", "unknown function 'foo'"),
+    ("h' = tanh(W @ h + V @ x + b) + 1e999", "non-finite number"),
+    ("a = W @ h\nh' = tanh(W @ x)", "shape mismatch: W has H columns, x has size D"),
+    ("h' = tanh(W @ h + V @ x)", "parameter block 'b' of 'b' is never used"),
+])
+def test_parser_errors_name_the_equation_and_the_symbol(body, message):
+    with pytest.raises(CellError) as info:
+        parse_cell(HEAD + body + "\n")
+    assert message in str(info.value)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("cell c\ninput x[D]\nstate h[H]\nparam W[H, K]\nh' = W @ h\n", "size 'K' is not the size of the input or of a state"),
+    ("cell c\ninput x[D]\nstate h[H]\nparam np[H, H]\nh' = np @ h\n", "parameter name 'np' is reserved"),
+    ("cell c\ninput x[D]\nstate h[H]\nparam W[H, H] = A, A\nh' = A @ h\n", "block of 'W' name 'A' is already taken"),
+    ("cell Bad\n", "cell name 'Bad' must be a lowercase identifier"),
+    ("input x[D]\nstate h[H]\n", "the cell has no 'cell NAME' line"),
+    ("cell c\ninput x[D]\nstate h[H]\nparam W[H, H]\nh' = 2\n", "the right side is a constant"),
+    ("cell c\ninput x[D]\nstate h[H]\nimport os\n", "cannot read 'import os'"),
+])
+def test_declaration_errors(text, message):
+    with pytest.raises(CellError, match=None) as info:
+        parse_cell(text)
+    assert message in str(info.value)
+
+
+def test_lowering_keeps_only_what_backward_reads():
+    kernels = {c.name: lower(derive_cell(c)) for c in read_cells()}
+    assert [s.name for s in kernels["lstm"].saved] == ["i", "f", "g", "o"]
+    assert [s.name for s in kernels["gru"].saved] == ["r", "z", "n", "W_hn_h"]  # b_hn sits inside r * (...)
+    lstm = kernels["lstm"]
+    # d_W_hi_h equals d_W_ii_x (SymPy derives the same expression): computed once, stored twice
+    names = [a.symbol.name for a in lstm.backward]
+    assert "d_W_ii_x" in names and "d_W_hi_h" not in names and "d_b_ii" not in names
+    hh = next(s for s in lstm.stores if s.product.param == "weight_hh")
+    assert [sym.name for sym, _ in hh.blocks] == ["d_W_ii_x", "d_W_if_x", "d_W_ig_x", "d_W_io_x"]
+    assert all(b.store is not None for b in lstm.bias_grads)  # each bias gradient is one sum after the loop
+    assert [p.hoisted for p in lstm.products] == [True, False]
+
+
+def test_block_lines_share_subexpressions_within_a_level_only():
+    a, b, c, u = sp.symbols("a b c u", real=True)
+    lines = block_lines([Assignment(a, sigmoid(u) * 2), Assignment(b, sigmoid(u) + 1), Assignment(c, a * sp.tanh(b))])
+    assert lines == ["_tmp0 = sigmoid(u)", "a = 2*_tmp0", "b = _tmp0 + 1", "c = a*np.tanh(b)"]
+
+
+def test_span_prints_block_slices():
+    assert [span(k, "H") for k in range(3)] == [":H", "H:2 * H", "2 * H:3 * H"]
+
+
+MGU2 = """# a second minimal gated unit, with another name, for the add-cell tests
+cell mgu2
+input x[D]
+state h[H]
+param U[H, D]
+param W[H, H]
+h' = (1 - sigmoid(U @ x)) * h + sigmoid(U @ x) * tanh(W @ h)
+"""
+
+
+def test_add_cell_writes_the_cell_and_its_module_then_remove(tmp_path):
+    dirs = (tmp_path / "cells", tmp_path / "user_cells")
+    dirs[0].mkdir()
+    root, user = tmp_path / "generated", tmp_path / "user.json"
+    src = tmp_path / "mine.cell"
+    src.write_text(MGU2)
+    name, changed = _add_cell(src, dirs, root, user, base=())
+    assert name == "mgu2" and "cell_mgu2.py" in changed
+    assert (dirs[1] / "mgu2.cell").read_text() == MGU2
+    assert '"mgu2"' in (root / "__init__.py").read_text()
+    _remove_cell("mgu2", dirs, root, user, base=())
+    assert not (root / "cell_mgu2.py").exists() and not (dirs[1] / "mgu2.cell").exists()
+
+
+@pytest.mark.parametrize("text, message", [
+    (MGU2.replace("tanh(W @ h)", "tanh(W @ q)"), "undefined name"),
+    (MGU2.replace("cell mgu2", "cell taken"), "cell name 'taken' is already taken"),
+    (MGU2.replace("(1 - sigmoid(U @ x)) * h", "abs(h)"), "abs is not differentiable"),
+    (MGU2.replace("param W[H, H]", "param W[H, D]"), "shape mismatch"),
+])
+def test_failed_add_cell_writes_nothing(tmp_path, text, message, capsys):
+    dirs = (tmp_path / "cells", tmp_path / "user_cells")
+    dirs[0].mkdir()
+    (dirs[0] / "taken.cell").write_text(MGU2.replace("cell mgu2", "cell taken"))
+    root, user = tmp_path / "generated", tmp_path / "user.json"
+    src = tmp_path / "bad.cell"
+    src.write_text(text)
+    with pytest.raises(CellError, match=message):
+        _add_cell(src, dirs, root, user, base=())
+    assert not root.exists() and not dirs[1].exists()
+
+
+def test_add_cell_command_reports_errors_plainly(tmp_path, capsys):
+    src = tmp_path / "bad.cell"
+    src.write_text(HEAD + "h' = tanh(W @ h + q)\n")
+    assert main(["add-cell", str(src)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: bad.cell: line 7: equation \"h'\": undefined name 'q'")
+    assert "Traceback" not in err
+    assert main(["add-cell", str(tmp_path / "missing.cell")]) == 2
+    assert "cannot read cell file" in capsys.readouterr().err
