@@ -26,6 +26,20 @@ def stacked(count, size):
     return str(size) if count == 1 else f"{count} * {size}"
 
 
+def wrap_call(head, items, tail=")", width=112):
+    """``head`` + comma-separated ``items`` + ``tail`` as lines of at most ``width`` characters, continuation lines
+    aligned after ``head``'s opening parenthesis."""
+    lines, current = [], head
+    for k, item in enumerate(items):
+        piece = item + ("," if k < len(items) - 1 else tail)
+        if current != head and len(current) + 1 + len(piece) > width:
+            lines.append(current.rstrip())
+            current = " " * len(head) + piece
+        else:
+            current = current + ("" if current == head else " ") + piece
+    return lines + [current]
+
+
 def _levels(assignments):
     """Group assignments into dependency levels: a line's level is one past the highest level of any line whose
     symbol it reads."""
@@ -145,9 +159,8 @@ class NumpyCellPrinter:
             lines.append(f"_{s.name}_seq = np.empty((_T, _N, {s.size}), dtype={dtype})  # kept for backward")
         for p in k.products:
             if p.hoisted:
-                names = ", ".join(f"{b} @ {p.operand}" for b, _ in self._block_names(p))
                 lines.append(f"_{p.array} = ({p.operand}.reshape(_T * _N, {p.cols}) @ {p.param}.T).reshape("
-                             f"_T, _N, {stacked(p.count, p.rows)})  # {names} for every t: one product")
+                             f"_T, _N, {stacked(p.count, p.rows)})  # every block, every t: one product")
         lines += self.bias_blocks()
         lines.append(f"{', '.join(self.states)} = {', '.join(s + '0' for s in self.states)}  # at t = 1")
         lines.append("for _t in range(_T):")
@@ -171,7 +184,7 @@ class NumpyCellPrinter:
         lines += ["    " + b for b in body]
         cache = [self.args, [f"_{s}_seq" for s in self.states], [f"_{s.name}_seq" for s in k.saved],
                  [f"_{p.array}" for p in self.hoisted_kept]]
-        lines.append(f"return _{k.output}_seq, Cache({', '.join(n for group in cache for n in group)})")
+        lines += wrap_call(f"return _{k.output}_seq, Cache(", [n for group in cache for n in group])
         return lines
 
     def _block_names(self, p):
@@ -213,13 +226,13 @@ class NumpyCellPrinter:
             p = st.product
             width = stacked(p.count, p.rows)
             if p.hoisted:
-                operand = f"{p.operand}.reshape(_T * _N, {p.cols})"
+                operand, note = f"{p.operand}.reshape(_T * _N, {p.cols})", f"{p.operand}_t^T"
             else:
-                operand = (f"np.concatenate(({p.operand}0[None], _{p.operand}_seq[:-1])).reshape(_T * _N, {p.cols})")
+                lines.append(f"_{p.operand}_prev = np.concatenate(({p.operand}0[None], _{p.operand}_seq[:-1]))"
+                             f"  # {p.operand}_0..{p.operand}_(T-1)")
+                operand, note = f"_{p.operand}_prev.reshape(_T * _N, {p.cols})", f"{p.operand}_(t-1)^T"
             lines.append(f"_grad_{p.param} = _{st.array}.reshape(_T * _N, {width}).T @ {operand}"
-                         f"  # sum_t dL/dP_t {p.operand}_(t-1)^T" if not p.hoisted else
-                         f"_grad_{p.param} = _{st.array}.reshape(_T * _N, {width}).T @ {operand}"
-                         f"  # sum_t dL/dP_t {p.operand}_t^T")
+                         f"  # sum_t dL/dP_t {note}")
         for b in k.bias_grads:
             if b.store is not None:
                 lines.append(f"_grad_{b.param}[{span(b.index, b.size)}] = "

@@ -12,10 +12,12 @@ from codegen.text_printer import text
 from derive.functions import sigmoid
 
 
-def _terms(block, states):
+def _terms(block):
+    """One Jacobian block as lines: the first names it, each further term on its own line."""
     parts = [f"diag({text(block.direct)})"] if block.direct != 0 else []
     parts += [f"diag({text(f)}) {q.block}" for f, q in block.terms]
-    return f"d{block.row}_t/d{block.col}_(t-1) = " + " + ".join(parts)
+    head = f"d{block.row}_t/d{block.col}_(t-1) = "
+    return [head + parts[0]] + [" " * (len(head) - 2) + "+ " + p for p in parts[1:]]
 
 
 def cell_context(d, header, source_path):
@@ -43,9 +45,10 @@ def cell_context(d, header, source_path):
         states=states, output=cell.output, output_size=str(size[cell.output]),
         args=printer.args, step_args=[f"{cell.input}_t"] + [f"{s}_prev" for s in states] +
         [p.name for p in cell.params], shapes=list(shapes.items()),
-        shapes_text=", ".join(f"{a} ({', '.join(labels)})" for a, labels in shapes.items()),
+        shapes_lines=_wrap(", ".join(f"{a} ({', '.join(labels)}{',' if len(labels) == 1 else ''})"
+                                     for a, labels in shapes.items()), 112),
         equations=[e.text for e in cell.equations],
-        jacobian_text=[_terms(b, states) for b in d.jacobian],
+        jacobian_text=[line for b in d.jacobian for line in _terms(b)],
         adjoint_text=[f"{a.symbol.name} = {text(a.expr)}" for a in d.adjoints],
         carry_text=carry, grad_text=grads,
         cache_fields=printer.cache_fields, grads_fields=printer.grads_fields(),

@@ -15,7 +15,10 @@ The cell, for t = 1..T (x is x_t; a state s is s_(t-1) and s' is s_t):
 Derived by SymPy from these equations, in the node values forward computes. The one-step Jacobian of the state
 (h), block by block:
 
-    dh_t/dh_(t-1) = diag(z) + diag(r*(1 - n**2)*(1 - r)*(1 - z)*(W_hn_h + b_hn)) W_hr + diag(z*(1 - z)*(h - n)) W_hz + diag(r*(1 - n**2)*(1 - z)) W_hn
+    dh_t/dh_(t-1) = diag(z)
+                  + diag(r*(1 - n**2)*(1 - r)*(1 - z)*(W_hn_h + b_hn)) W_hr
+                  + diag(z*(1 - z)*(h - n)) W_hz
+                  + diag(r*(1 - n**2)*(1 - z)) W_hn
 
 Backpropagation through time, from t = T down to 1, with g_s = dL/ds_t from outside the step (the loss's own
 term for the output h, plus what step t+1 sends back), each adjoint d_u = dL/du:
@@ -55,8 +58,8 @@ Parameter gradients, summed over t:
     dbias_hh[b_hn] = sum_t d_b_hn
     dx_t = W_ir^T d_W_ir_x + W_iz^T d_W_iz_x + W_in^T d_W_in_x
 
-Arrays are time-major with the batch in rows: x (T, N, D), h0 (N, H), weight_ih (3*H, D), weight_hh (3*H, H), bias_ih (3*H), bias_hh (3*H); so W u is computed as u @ W.T.
-float32 and float64 are kept as given.
+Arrays are time-major with the batch in rows, so W u is computed as u @ W.T; float32 and float64 are kept as given:
+x (T, N, D), h0 (N, H), weight_ih (3*H, D), weight_hh (3*H, H), bias_ih (3*H,), bias_hh (3*H,)
 """
 from collections import namedtuple
 
@@ -97,9 +100,11 @@ def forward(x, h0, weight_ih, weight_hh, bias_ih, bias_hh):
     """Run the cell over x: returns h (T, N, H), holding h_1..h_T, and the cache
     for ``backward`` (the other states' sequences are in it: cache.<state>).
 
-    x (T, N, D), h0 (N, H), weight_ih (3*H, D), weight_hh (3*H, H), bias_ih (3*H), bias_hh (3*H); all float32 or all float64.
+    x (T, N, D), h0 (N, H), weight_ih (3*H, D), weight_hh (3*H, H), bias_ih (3*H,), bias_hh (3*H,)
+    All float32 or all float64.
     """
-    (x, h0, weight_ih, weight_hh, bias_ih, bias_hh), _sizes = check_arguments(ARGUMENTS, (x, h0, weight_ih, weight_hh, bias_ih, bias_hh), SHAPES)
+    _arrays, _sizes = check_arguments(ARGUMENTS, (x, h0, weight_ih, weight_hh, bias_ih, bias_hh), SHAPES)
+    x, h0, weight_ih, weight_hh, bias_ih, bias_hh = _arrays
     _T, _N, D = x.shape
     H = h0.shape[1]
     _h_seq = np.empty((_T, _N, H), dtype=x.dtype)  # h_1..h_T
@@ -107,7 +112,7 @@ def forward(x, h0, weight_ih, weight_hh, bias_ih, bias_hh):
     _z_seq = np.empty((_T, _N, H), dtype=x.dtype)  # kept for backward
     _n_seq = np.empty((_T, _N, H), dtype=x.dtype)  # kept for backward
     _W_hn_h_seq = np.empty((_T, _N, H), dtype=x.dtype)  # kept for backward
-    _weight_ih_x = (x.reshape(_T * _N, D) @ weight_ih.T).reshape(_T, _N, 3 * H)  # W_ir @ x, W_iz @ x, W_in @ x for every t: one product
+    _weight_ih_x = (x.reshape(_T * _N, D) @ weight_ih.T).reshape(_T, _N, 3 * H)  # every block, every t: one product
     b_ir = bias_ih[:H]
     b_iz = bias_ih[H:2 * H]
     b_in = bias_ih[2 * H:3 * H]
@@ -180,7 +185,8 @@ def backward(dh, cache, dfinal=None):
         _d_weight_hh_h[_t, :, 2 * H:3 * H] = d_W_hn_h
         _carry_h = d_h + _d_weight_hh_h[_t] @ weight_hh  # dL/dh_(t-1)
     _grad_weight_ih = _d_weight_ih_x.reshape(_T * _N, 3 * H).T @ x.reshape(_T * _N, D)  # sum_t dL/dP_t x_t^T
-    _grad_weight_hh = _d_weight_hh_h.reshape(_T * _N, 3 * H).T @ np.concatenate((h0[None], _h_seq[:-1])).reshape(_T * _N, H)  # sum_t dL/dP_t h_(t-1)^T
+    _h_prev = np.concatenate((h0[None], _h_seq[:-1]))  # h_0..h_(T-1)
+    _grad_weight_hh = _d_weight_hh_h.reshape(_T * _N, 3 * H).T @ _h_prev.reshape(_T * _N, H)  # sum_t dL/dP_t h_(t-1)^T
     _grad_bias_ih[:H] = _d_weight_hh_h[:, :, :H].sum(axis=(0, 1))
     _grad_bias_ih[H:2 * H] = _d_weight_hh_h[:, :, H:2 * H].sum(axis=(0, 1))
     _grad_bias_ih[2 * H:3 * H] = _d_weight_ih_x[:, :, 2 * H:3 * H].sum(axis=(0, 1))

@@ -17,9 +17,14 @@ The cell, for t = 1..T (x is x_t; a state s is s_(t-1) and s' is s_t):
 Derived by SymPy from these equations, in the node values forward computes. The one-step Jacobian of the state
 (h, c), block by block:
 
-    dh_t/dh_(t-1) = diag(g*i*o*(1 - i)*(1 - tanh(c_next)**2)) W_hi + diag(c*f*o*(1 - f)*(1 - tanh(c_next)**2)) W_hf + diag(i*o*(1 - g**2)*(1 - tanh(c_next)**2)) W_hg + diag(o*(1 - o)*tanh(c_next)) W_ho
+    dh_t/dh_(t-1) = diag(g*i*o*(1 - i)*(1 - tanh(c_next)**2)) W_hi
+                  + diag(c*f*o*(1 - f)*(1 - tanh(c_next)**2)) W_hf
+                  + diag(i*o*(1 - g**2)*(1 - tanh(c_next)**2)) W_hg
+                  + diag(o*(1 - o)*tanh(c_next)) W_ho
     dh_t/dc_(t-1) = diag(f*o*(1 - tanh(c_next)**2))
-    dc_t/dh_(t-1) = diag(g*i*(1 - i)) W_hi + diag(c*f*(1 - f)) W_hf + diag(i*(1 - g**2)) W_hg
+    dc_t/dh_(t-1) = diag(g*i*(1 - i)) W_hi
+                  + diag(c*f*(1 - f)) W_hf
+                  + diag(i*(1 - g**2)) W_hg
     dc_t/dc_(t-1) = diag(f)
 
 Backpropagation through time, from t = T down to 1, with g_s = dL/ds_t from outside the step (the loss's own
@@ -71,8 +76,8 @@ Parameter gradients, summed over t:
     dbias_hh[b_ho] = sum_t d_b_ho
     dx_t = W_ii^T d_W_ii_x + W_if^T d_W_if_x + W_ig^T d_W_ig_x + W_io^T d_W_io_x
 
-Arrays are time-major with the batch in rows: x (T, N, D), h0 (N, H), c0 (N, H), weight_ih (4*H, D), weight_hh (4*H, H), bias_ih (4*H), bias_hh (4*H); so W u is computed as u @ W.T.
-float32 and float64 are kept as given.
+Arrays are time-major with the batch in rows, so W u is computed as u @ W.T; float32 and float64 are kept as given:
+x (T, N, D), h0 (N, H), c0 (N, H), weight_ih (4*H, D), weight_hh (4*H, H), bias_ih (4*H,), bias_hh (4*H,)
 """
 from collections import namedtuple
 
@@ -116,9 +121,11 @@ def forward(x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh):
     """Run the cell over x: returns h (T, N, H), holding h_1..h_T, and the cache
     for ``backward`` (the other states' sequences are in it: cache.<state>).
 
-    x (T, N, D), h0 (N, H), c0 (N, H), weight_ih (4*H, D), weight_hh (4*H, H), bias_ih (4*H), bias_hh (4*H); all float32 or all float64.
+    x (T, N, D), h0 (N, H), c0 (N, H), weight_ih (4*H, D), weight_hh (4*H, H), bias_ih (4*H,), bias_hh (4*H,)
+    All float32 or all float64.
     """
-    (x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh), _sizes = check_arguments(ARGUMENTS, (x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh), SHAPES)
+    _arrays, _sizes = check_arguments(ARGUMENTS, (x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh), SHAPES)
+    x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh = _arrays
     _T, _N, D = x.shape
     H = h0.shape[1]
     _h_seq = np.empty((_T, _N, H), dtype=x.dtype)  # h_1..h_T
@@ -127,7 +134,7 @@ def forward(x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh):
     _f_seq = np.empty((_T, _N, H), dtype=x.dtype)  # kept for backward
     _g_seq = np.empty((_T, _N, H), dtype=x.dtype)  # kept for backward
     _o_seq = np.empty((_T, _N, H), dtype=x.dtype)  # kept for backward
-    _weight_ih_x = (x.reshape(_T * _N, D) @ weight_ih.T).reshape(_T, _N, 4 * H)  # W_ii @ x, W_if @ x, W_ig @ x, W_io @ x for every t: one product
+    _weight_ih_x = (x.reshape(_T * _N, D) @ weight_ih.T).reshape(_T, _N, 4 * H)  # every block, every t: one product
     b_ii = bias_ih[:H]
     b_if = bias_ih[H:2 * H]
     b_ig = bias_ih[2 * H:3 * H]
@@ -160,7 +167,8 @@ def forward(x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh):
         _h_seq[_t] = h_next
         _c_seq[_t] = c_next
         h, c = h_next, c_next
-    return _h_seq, Cache(x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, _h_seq, _c_seq, _i_seq, _f_seq, _g_seq, _o_seq)
+    return _h_seq, Cache(x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, _h_seq, _c_seq, _i_seq, _f_seq, _g_seq,
+                         _o_seq)
 
 
 def backward(dh, cache, dfinal=None):
@@ -215,7 +223,8 @@ def backward(dh, cache, dfinal=None):
         _carry_h = _d_weight_hh_h[_t] @ weight_hh  # dL/dh_(t-1)
         _carry_c = d_c  # dL/dc_(t-1)
     _grad_weight_ih = _d_weight_ih_x.reshape(_T * _N, 4 * H).T @ x.reshape(_T * _N, D)  # sum_t dL/dP_t x_t^T
-    _grad_weight_hh = _d_weight_hh_h.reshape(_T * _N, 4 * H).T @ np.concatenate((h0[None], _h_seq[:-1])).reshape(_T * _N, H)  # sum_t dL/dP_t h_(t-1)^T
+    _h_prev = np.concatenate((h0[None], _h_seq[:-1]))  # h_0..h_(T-1)
+    _grad_weight_hh = _d_weight_hh_h.reshape(_T * _N, 4 * H).T @ _h_prev.reshape(_T * _N, H)  # sum_t dL/dP_t h_(t-1)^T
     _grad_bias_ih[:H] = _d_weight_hh_h[:, :, :H].sum(axis=(0, 1))
     _grad_bias_ih[H:2 * H] = _d_weight_hh_h[:, :, H:2 * H].sum(axis=(0, 1))
     _grad_bias_ih[2 * H:3 * H] = _d_weight_hh_h[:, :, 2 * H:3 * H].sum(axis=(0, 1))

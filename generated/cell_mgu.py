@@ -14,7 +14,9 @@ The cell, for t = 1..T (x is x_t; a state s is s_(t-1) and s' is s_t):
 Derived by SymPy from these equations, in the node values forward computes. The one-step Jacobian of the state
 (h), block by block:
 
-    dh_t/dh_(t-1) = diag(1 - f) + diag(W_hn_h*f**2*(1 - f)*(1 - n**2) + f*(1 - f)*(-h + n)) W_hf + diag(f**2*(1 - n**2)) W_hn
+    dh_t/dh_(t-1) = diag(1 - f)
+                  + diag(W_hn_h*f**2*(1 - f)*(1 - n**2) + f*(1 - f)*(-h + n)) W_hf
+                  + diag(f**2*(1 - n**2)) W_hn
 
 Backpropagation through time, from t = T down to 1, with g_s = dL/ds_t from outside the step (the loss's own
 term for the output h, plus what step t+1 sends back), each adjoint d_u = dL/du:
@@ -41,8 +43,8 @@ Parameter gradients, summed over t:
     dbias[b_n] = sum_t d_b_n
     dx_t = W_xf^T d_W_xf_x + W_xn^T d_W_xn_x
 
-Arrays are time-major with the batch in rows: x (T, N, D), h0 (N, H), weight_ih (2*H, D), weight_hh (2*H, H), bias (2*H); so W u is computed as u @ W.T.
-float32 and float64 are kept as given.
+Arrays are time-major with the batch in rows, so W u is computed as u @ W.T; float32 and float64 are kept as given:
+x (T, N, D), h0 (N, H), weight_ih (2*H, D), weight_hh (2*H, H), bias (2*H,)
 """
 from collections import namedtuple
 
@@ -81,16 +83,18 @@ def forward(x, h0, weight_ih, weight_hh, bias):
     """Run the cell over x: returns h (T, N, H), holding h_1..h_T, and the cache
     for ``backward`` (the other states' sequences are in it: cache.<state>).
 
-    x (T, N, D), h0 (N, H), weight_ih (2*H, D), weight_hh (2*H, H), bias (2*H); all float32 or all float64.
+    x (T, N, D), h0 (N, H), weight_ih (2*H, D), weight_hh (2*H, H), bias (2*H,)
+    All float32 or all float64.
     """
-    (x, h0, weight_ih, weight_hh, bias), _sizes = check_arguments(ARGUMENTS, (x, h0, weight_ih, weight_hh, bias), SHAPES)
+    _arrays, _sizes = check_arguments(ARGUMENTS, (x, h0, weight_ih, weight_hh, bias), SHAPES)
+    x, h0, weight_ih, weight_hh, bias = _arrays
     _T, _N, D = x.shape
     H = h0.shape[1]
     _h_seq = np.empty((_T, _N, H), dtype=x.dtype)  # h_1..h_T
     _f_seq = np.empty((_T, _N, H), dtype=x.dtype)  # kept for backward
     _n_seq = np.empty((_T, _N, H), dtype=x.dtype)  # kept for backward
     _W_hn_h_seq = np.empty((_T, _N, H), dtype=x.dtype)  # kept for backward
-    _weight_ih_x = (x.reshape(_T * _N, D) @ weight_ih.T).reshape(_T, _N, 2 * H)  # W_xf @ x, W_xn @ x for every t: one product
+    _weight_ih_x = (x.reshape(_T * _N, D) @ weight_ih.T).reshape(_T, _N, 2 * H)  # every block, every t: one product
     b_f = bias[:H]
     b_n = bias[H:2 * H]
     h = h0  # at t = 1
@@ -147,7 +151,8 @@ def backward(dh, cache, dfinal=None):
         _d_weight_hh_h[_t, :, H:2 * H] = d_W_hn_h
         _carry_h = d_h + _d_weight_hh_h[_t] @ weight_hh  # dL/dh_(t-1)
     _grad_weight_ih = _d_weight_ih_x.reshape(_T * _N, 2 * H).T @ x.reshape(_T * _N, D)  # sum_t dL/dP_t x_t^T
-    _grad_weight_hh = _d_weight_hh_h.reshape(_T * _N, 2 * H).T @ np.concatenate((h0[None], _h_seq[:-1])).reshape(_T * _N, H)  # sum_t dL/dP_t h_(t-1)^T
+    _h_prev = np.concatenate((h0[None], _h_seq[:-1]))  # h_0..h_(T-1)
+    _grad_weight_hh = _d_weight_hh_h.reshape(_T * _N, 2 * H).T @ _h_prev.reshape(_T * _N, H)  # sum_t dL/dP_t h_(t-1)^T
     _grad_bias[:H] = _d_weight_hh_h[:, :, :H].sum(axis=(0, 1))
     _grad_bias[H:2 * H] = _d_weight_ih_x[:, :, H:2 * H].sum(axis=(0, 1))
     _grad_x = (_d_weight_ih_x.reshape(_T * _N, 2 * H) @ weight_ih).reshape(_T, _N, D)
