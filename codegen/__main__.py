@@ -4,7 +4,7 @@
     python -m codegen --check         exit 1 with a unified diff when generated/ differs from what is emitted now
     python -m codegen add NAME EXPR   add a user activation (derived and rendered first; nothing changes on error)
     python -m codegen remove NAME     remove a user activation
-    python -m codegen list            the activations and their derivatives
+    python -m codegen list            the activations and their derivatives, then the cells' equations
     python -m codegen add-cell FILE   add a user cell from a .cell file (derived and rendered first; nothing changes
                                       on error); remove-cell NAME removes one
 """
@@ -102,6 +102,8 @@ def main(argv=None):
             for d in derive_all(all_activations()):
                 form = f"  f'(h) = {d.df_h}" if d.uses_output else ""
                 print(f"{d.name:12s} f = {d.f}   f' = {d.df}{form}")
+            for c in read_cells():
+                print(f"cell {c.name:7s} " + "; ".join(e.text for e in c.equations))
         elif args.check:
             diff = drift(emit())
             if diff:
