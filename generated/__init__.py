@@ -42,8 +42,7 @@ def load(name):
         return importlib.import_module(f"generated.rnn_{name}")
     if name in CELLS:
         return importlib.import_module(f"generated.cell_{name}")
-    raise ValueError(f"unknown activation or cell {name!r}; activations: {', '.join(ACTIVATIONS)}; "
-                     f"cells: {', '.join(CELLS)}")
+    raise ValueError(f"unknown activation {name!r}; known: {', '.join(ACTIVATIONS)}; cells: {', '.join(CELLS)}")
 
 
 __all__ = ["ACTIVATIONS", "CELLS", "Cache", "Grads", "load"]
