@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 import sympy as sp
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from codegen.__main__ import _add_cell, _remove_cell, main
 from codegen.cell_printer import block_lines, span
@@ -192,3 +193,83 @@ def test_add_cell_command_reports_errors_plainly(tmp_path, capsys):
     assert "Traceback" not in err
     assert main(["add-cell", str(tmp_path / "missing.cell")]) == 2
     assert "cannot read cell file" in capsys.readouterr().err
+
+
+# --- fuzzing: any text gives a Cell or a CellError, quickly ----------------------------------------------------------
+
+def _check_text(text):
+    import time
+
+    start = time.perf_counter()
+    try:
+        cell = parse_cell(text)
+    except CellError:
+        pass
+    else:
+        derive_cell(cell)
+    assert time.perf_counter() - start < 2.0, text
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.sampled_from(["h' =", "a =", "tanh(", "sigmoid(", "W @ h", "V @ x", "W @ x", "b", "h", "x", "a",
+                                 "c'", "*", "+", "-", "/", "**", ")", "2", "1e400", "'", "\"", "@", "abs(", ".real",
+                                 "__import__(", "\n"]), max_size=25))
+def test_mutated_equations(tokens):
+    _check_text(HEAD + " ".join(tokens) + "\n")
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.text(max_size=120))
+def test_arbitrary_text(text):
+    _check_text(text)
+
+
+TWO_SIZES = """# two states of different sizes, the second not the output
+cell two
+input x[D]
+state h[H]
+state m[K]
+param U[H, D]
+param W[H, H]
+param P[K, H] = P_a, P_b
+param M[K, K]
+param Q[H, K]
+m' = sigmoid(P_a @ h) * m + tanh(M @ m + P_b @ h) ** 3
+h' = tanh(U @ x + W @ h + Q @ m) * sqrt(1 + h ** 2) - exp(-h ** 2) / 4
+"""
+
+
+def test_a_user_cell_with_two_state_sizes_is_generated_and_gradchecks(tmp_path):
+    """add-cell end to end: the module it writes runs, and its backward matches central differences (< 1e-7)."""
+    import importlib.util
+
+    dirs = (tmp_path / "cells", tmp_path / "user_cells")
+    dirs[0].mkdir()
+    root = tmp_path / "generated"
+    (tmp_path / "two.cell").write_text(TWO_SIZES)
+    _add_cell(tmp_path / "two.cell", dirs, root, tmp_path / "user.json", base=())
+    spec = importlib.util.spec_from_file_location("cell_two_under_test", root / "cell_two.py")
+    two = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(two)
+    assert two.ARGUMENTS == ("x", "h0", "m0", "U", "W", "P", "M", "Q") and two.SHAPES["P"] == ("2*K", "H")
+    T, N, D, H, K = 5, 2, 3, 4, 2
+    rng = np.random.default_rng(0)
+    args = [rng.standard_normal(s) * 0.5 for s in ((T, N, D), (N, H), (N, K), (H, D), (H, H), (2 * K, H), (K, K), (H, K))]
+    G, Gm = rng.standard_normal((T, N, H)), rng.standard_normal((N, K))
+
+    def loss(a):
+        out, cache = two.forward(*a)
+        return float(np.sum(G * out) + np.sum(Gm * cache.m[-1]))
+
+    _, cache = two.forward(*args)
+    grads = two.backward(G, cache, dfinal=Gm)
+    eps = 1e-6
+    for k, g in enumerate(grads):
+        fd = np.empty_like(g)
+        for idx in np.ndindex(g.shape):
+            plus, minus = [a.copy() for a in args], [a.copy() for a in args]
+            plus[k][idx] += eps
+            minus[k][idx] -= eps
+            fd[idx] = (loss(plus) - loss(minus)) / (2 * eps)
+        assert np.abs(g - fd).max() / np.abs(fd).max() < 1e-7, two.ARGUMENTS[k]
+    assert two.jacobian(cache, 2).shape == (N, H + K, H + K)
