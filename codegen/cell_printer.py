@@ -40,6 +40,19 @@ def wrap_call(head, items, tail=")", width=112):
     return lines + [current]
 
 
+def wrap_sum(head, terms, width=112):
+    """``head`` + the sum of ``terms`` + ")" as lines of at most ``width`` characters (``head`` opens a bracket)."""
+    lines, current = [], head
+    for k, term in enumerate(terms):
+        piece = ("" if k == 0 else "+ ") + term + (")" if k == len(terms) - 1 else "")
+        if current != head and len(current) + 1 + len(piece) > width:
+            lines.append(current.rstrip())
+            current = " " * len(head) + piece
+        else:
+            current = current + ("" if current == head else " ") + piece
+    return lines + [current]
+
+
 def _levels(assignments):
     """Group assignments into dependency levels: a line's level is one past the highest level of any line whose
     symbol it reads."""
@@ -142,7 +155,8 @@ class NumpyCellPrinter:
 
     # sections ----------------------------------------------------------------------------------------------------
     def sections(self):
-        return dict(forward=self.forward(), backward=self.backward(), jacobian=self.jacobian())
+        return dict(forward=self.forward(), backward=self.backward(), factors=self.factors(),
+                    jacobian=self.jacobian(), jvp=self.jvp(), vjp=self.vjp())
 
     def forward(self):
         k = self.k
@@ -248,31 +262,86 @@ class NumpyCellPrinter:
         lines.append(f"return Grads({', '.join(grads)})")
         return lines
 
-    def jacobian(self):
+    def _offsets(self):
+        """(start, end) of each state in the full state vector, as printed expressions."""
+        offsets, at = [], "0"
+        for s, n in self.k.states:
+            offsets.append((at, str(n) if at == "0" else f"{at} + {n}"))
+            at = offsets[-1][1]
+        return [(f"{'' if a == '0' else a}:{b}", b) for a, b in offsets]
+
+    def _weight(self, term):
+        return f"{term.param}[{span(term.index, term.rows)}]" if self._count(term.param) > 1 else term.param
+
+    def factors(self):
+        """Body of ``_step_factors(cache, t)``: the scalar factors of every Jacobian block at step t."""
         k = self.k
         lines = self.unpack_cache() + ["_t = t - 1"] + self.bias_blocks(k.jacobian_reads)
         lines += self.loads(k.jacobian_reads)
         lines += block_lines(k.jacobian_factors)
-        offsets, at = [], "0"
-        for s, n in k.states:
-            offsets.append((at, str(n) if at == "0" else f"{at} + {n}"))
-            at = offsets[-1][1]
-        lines.append(f"_J = np.zeros((_N, {at}, {at}), dtype={k.input}.dtype)")
+        names = [a.symbol.name for a in k.jacobian_factors]
+        return lines + wrap_call("return (", names, tail=",)" if len(names) == 1 else ")")
+
+    def _unpack_factors(self):
+        names = [a.symbol.name for a in self.k.jacobian_factors]
+        return ([f"{', '.join(self.args)} = cache[:{len(self.args)}]"] + self.sizes_from_cache()
+                + wrap_call("(", names, tail=",) = _step_factors(cache, t)" if len(names) == 1
+                            else ") = _step_factors(cache, t)"))
+
+    def jacobian(self):
+        """Body of ``jacobian(cache, t)``: every block of d(state_t)/d(state_(t-1)) filled from the factors."""
+        k = self.k
+        lines = self._unpack_factors()
+        offsets = self._offsets()
+        lines.append(f"_J = np.zeros((_N, {offsets[-1][1]}, {offsets[-1][1]}), dtype={k.input}.dtype)")
         for b in k.jacobian:
-            r0, r1 = offsets[b.row]
-            c0, c1 = offsets[b.col]
-            rows = f"{'' if r0 == '0' else r0}:{r1}"
-            cols = f"{'' if c0 == '0' else c0}:{c1}"
+            rows, cols = offsets[b.row][0], offsets[b.col][0]
             row_state, col_state = self.states[b.row], self.states[b.col]
             for term in b.terms:
                 if term.param is None:
                     value = f"diagonal_block({term.factor.name}, _N, {self.size[row_state]}, _J.dtype)"
                     note = f"diag(d{row_state}_t/d{col_state}_(t-1) directly)"
                 else:
-                    W = f"{term.param}[{span(term.index, term.rows)}]" if self._count(term.param) > 1 \
-                        else term.param
-                    value = f"matrix_block({term.factor.name}, _N, {W})"
-                    note = f"diag(...) {W}"
+                    value = f"matrix_block({term.factor.name}, _N, {self._weight(term)})"
+                    note = f"diag(...) {self._weight(term)}"
                 lines.append(f"_J[:, {rows}, {cols}] += {value}  # {note}")
         lines.append("return _J")
+        return lines
+
+    def _join_states(self):
+        if len(self.states) == 1:
+            return f"return _out_{self.states[0]}"
+        return f"return np.concatenate(({', '.join(f'_out_{s}' for s in self.states)}), axis=1)"
+
+    def _split(self, vector):
+        return [f"_{vector}_{s} = {vector}[:, {rows}]" for s, (rows, _) in zip(self.states, self._offsets())]
+
+    def jvp(self):
+        """Body of ``_jvp(cache, t, v)``: (d(state_t)/d(state_(t-1))) v without forming the matrix."""
+        k = self.k
+        lines = self._unpack_factors() + self._split("v")
+        for r, row in enumerate(self.states):
+            terms = []
+            for b in (b for b in k.jacobian if b.row == r):
+                col = self.states[b.col]
+                for term in b.terms:
+                    terms.append(f"{term.factor.name} * _v_{col}" if term.param is None else
+                                 f"{term.factor.name} * (_v_{col} @ {self._weight(term)}.T)")
+            lines += wrap_sum(f"_out_{row} = (", terms) if terms else [f"_out_{row} = np.zeros_like(_v_{row})"]
+        lines.append(self._join_states())
+        return lines
+
+    def vjp(self):
+        """Body of ``_vjp(cache, t, u)``: u^T (d(state_t)/d(state_(t-1))) without forming the matrix."""
+        k = self.k
+        lines = self._unpack_factors() + self._split("u")
+        for c, col in enumerate(self.states):
+            terms = []
+            for b in (b for b in k.jacobian if b.col == c):
+                row = self.states[b.row]
+                for term in b.terms:
+                    terms.append(f"_u_{row} * {term.factor.name}" if term.param is None else
+                                 f"(_u_{row} * {term.factor.name}) @ {self._weight(term)}")
+            lines += wrap_sum(f"_out_{col} = (", terms) if terms else [f"_out_{col} = np.zeros_like(_u_{col})"]
+        lines.append(self._join_states())
         return lines

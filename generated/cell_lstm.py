@@ -255,9 +255,8 @@ def step_backward(dh_t, cache, dfinal=None):
     return grads._replace(dx=grads.dx[0])
 
 
-def jacobian(cache, t):
-    """d(state_t)/d(state_(t-1)) of the full state (h, c) for each batch row: (N, S, S), t in 1..T."""
-    t = check_step(cache, OUTPUT, t)
+def _step_factors(cache, t):
+    """The scalar factors of every block of d(state_t)/d(state_(t-1)), each (N, size), from the cache (t in 1..T)."""
     x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh = cache[:7]
     _h_seq = cache.h
     _c_seq = cache.c
@@ -289,6 +288,16 @@ def jacobian(cache, t):
     J_c_W_hf = _tmp4*f
     J_c_W_hg = _tmp5
     J_c_c = f
+    return (J_h_W_hi, J_h_W_hf, J_h_W_hg, J_h_W_ho, J_h_c, J_c_W_hi, J_c_W_hf, J_c_W_hg, J_c_c)
+
+
+def jacobian(cache, t):
+    """d(state_t)/d(state_(t-1)) of the full state (h, c) for each batch row: (N, S, S), t in 1..T."""
+    t = check_step(cache, OUTPUT, t)
+    x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh = cache[:7]
+    _T, _N, D = x.shape
+    H = h0.shape[1]
+    (J_h_W_hi, J_h_W_hf, J_h_W_hg, J_h_W_ho, J_h_c, J_c_W_hi, J_c_W_hf, J_c_W_hg, J_c_c) = _step_factors(cache, t)
     _J = np.zeros((_N, H + H, H + H), dtype=x.dtype)
     _J[:, :H, :H] += matrix_block(J_h_W_hi, _N, weight_hh[:H])  # diag(...) weight_hh[:H]
     _J[:, :H, :H] += matrix_block(J_h_W_hf, _N, weight_hh[H:2 * H])  # diag(...) weight_hh[H:2 * H]
@@ -302,6 +311,38 @@ def jacobian(cache, t):
     return _J
 
 
+def _jvp(cache, t, v):
+    """(d(state_t)/d(state_(t-1))) v for each batch row, without forming the matrix: v (N, S)."""
+    x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh = cache[:7]
+    _T, _N, D = x.shape
+    H = h0.shape[1]
+    (J_h_W_hi, J_h_W_hf, J_h_W_hg, J_h_W_ho, J_h_c, J_c_W_hi, J_c_W_hf, J_c_W_hg, J_c_c) = _step_factors(cache, t)
+    _v_h = v[:, :H]
+    _v_c = v[:, H:H + H]
+    _out_h = (J_h_W_hi * (_v_h @ weight_hh[:H].T) + J_h_W_hf * (_v_h @ weight_hh[H:2 * H].T)
+              + J_h_W_hg * (_v_h @ weight_hh[2 * H:3 * H].T) + J_h_W_ho * (_v_h @ weight_hh[3 * H:4 * H].T)
+              + J_h_c * _v_c)
+    _out_c = (J_c_W_hi * (_v_h @ weight_hh[:H].T) + J_c_W_hf * (_v_h @ weight_hh[H:2 * H].T)
+              + J_c_W_hg * (_v_h @ weight_hh[2 * H:3 * H].T) + J_c_c * _v_c)
+    return np.concatenate((_out_h, _out_c), axis=1)
+
+
+def _vjp(cache, t, u):
+    """u^T (d(state_t)/d(state_(t-1))) for each batch row, without forming the matrix: u (N, S)."""
+    x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh = cache[:7]
+    _T, _N, D = x.shape
+    H = h0.shape[1]
+    (J_h_W_hi, J_h_W_hf, J_h_W_hg, J_h_W_ho, J_h_c, J_c_W_hi, J_c_W_hf, J_c_W_hg, J_c_c) = _step_factors(cache, t)
+    _u_h = u[:, :H]
+    _u_c = u[:, H:H + H]
+    _out_h = ((_u_h * J_h_W_hi) @ weight_hh[:H] + (_u_h * J_h_W_hf) @ weight_hh[H:2 * H]
+              + (_u_h * J_h_W_hg) @ weight_hh[2 * H:3 * H] + (_u_h * J_h_W_ho) @ weight_hh[3 * H:4 * H]
+              + (_u_c * J_c_W_hi) @ weight_hh[:H] + (_u_c * J_c_W_hf) @ weight_hh[H:2 * H]
+              + (_u_c * J_c_W_hg) @ weight_hh[2 * H:3 * H])
+    _out_c = (_u_h * J_h_c + _u_c * J_c_c)
+    return np.concatenate((_out_h, _out_c), axis=1)
+
+
 def jacobian_products(cache, t):
     """d(state_t)/d(state_k) for every k = 0..t-1, as P (t, N, S, S) with P[k] = d(state_t)/d(state_k)."""
     t = check_step(cache, OUTPUT, t)
@@ -313,25 +354,33 @@ def jacobian_products(cache, t):
     return P
 
 
-def pushforward(cache, v, k, t):
-    """(d(state_t)/d(state_k)) v for each batch row: v (N, S), 0 <= k < t <= T."""
+def _span(cache, v, k, t, name):
     t = check_step(cache, OUTPUT, t)
     k = check_step(cache, OUTPUT, k, "k", 0)
     if k >= t:
-        raise ValueError(f"k must be below t = {t}, got {k}")
+        raise ValueError(f"k must be an integer in 0..t-1 = 0..{t - 1}, got {k}")
     v = np.asarray(v, dtype=getattr(cache, OUTPUT).dtype)
-    for s in range(k + 1, t + 1):
-        v = np.einsum("nij,nj->ni", jacobian(cache, s), v)
+    S = sum(getattr(cache, s).shape[2] for s in STATES)
+    N = getattr(cache, OUTPUT).shape[1]
+    if v.shape != (N, S):
+        raise ValueError(f"{name} must have shape (N, S) = {(N, S)}, got {v.shape}")
+    return v, k, t
+
+
+def pushforward(cache, v, k, t):
+    """(d(state_t)/d(state_k)) v for each batch row, matrix-free: v (N, S), 0 <= k < t <= T."""
+    v, k, t = _span(cache, v, k, t, "v")
+    for s in range(k + 1, t + 1):  # v <- (d(state_s)/d(state_(s-1))) v
+        v = _jvp(cache, s, v)
     return v
 
 
 def pullback(cache, u, t, k):
-    """u^T (d(state_t)/d(state_k)) for each batch row: u (N, S), 0 <= k < t <= T."""
-    t = check_step(cache, OUTPUT, t)
-    k = check_step(cache, OUTPUT, k, "k", 0)
-    if k >= t:
-        raise ValueError(f"k must be below t = {t}, got {k}")
-    u = np.asarray(u, dtype=getattr(cache, OUTPUT).dtype)
-    for s in range(t, k, -1):
-        u = np.einsum("ni,nij->nj", u, jacobian(cache, s))
+    """u^T (d(state_t)/d(state_k)) for each batch row, matrix-free: u (N, S), 0 <= k < t <= T.
+
+    The same recursion as backward's, for a loss on the state at t alone.
+    """
+    u, k, t = _span(cache, u, k, t, "u")
+    for s in range(t, k, -1):  # u <- u^T d(state_s)/d(state_(s-1))
+        u = _vjp(cache, s, u)
     return u

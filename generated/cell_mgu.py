@@ -177,9 +177,8 @@ def step_backward(dh_t, cache, dfinal=None):
     return grads._replace(dx=grads.dx[0])
 
 
-def jacobian(cache, t):
-    """d(state_t)/d(state_(t-1)) of the full state (h) for each batch row: (N, S, S), t in 1..T."""
-    t = check_step(cache, OUTPUT, t)
+def _step_factors(cache, t):
+    """The scalar factors of every block of d(state_t)/d(state_(t-1)), each (N, size), from the cache (t in 1..T)."""
     x, h0, weight_ih, weight_hh, bias = cache[:5]
     _h_seq = cache.h
     _f_seq = cache.f
@@ -197,11 +196,43 @@ def jacobian(cache, t):
     J_h_h = _tmp0
     J_h_W_hf = W_hn_h*_tmp0*_tmp1 + _tmp0*f*(-h + n)
     J_h_W_hn = _tmp1
+    return (J_h_h, J_h_W_hf, J_h_W_hn)
+
+
+def jacobian(cache, t):
+    """d(state_t)/d(state_(t-1)) of the full state (h) for each batch row: (N, S, S), t in 1..T."""
+    t = check_step(cache, OUTPUT, t)
+    x, h0, weight_ih, weight_hh, bias = cache[:5]
+    _T, _N, D = x.shape
+    H = h0.shape[1]
+    (J_h_h, J_h_W_hf, J_h_W_hn) = _step_factors(cache, t)
     _J = np.zeros((_N, H, H), dtype=x.dtype)
     _J[:, :H, :H] += diagonal_block(J_h_h, _N, H, _J.dtype)  # diag(dh_t/dh_(t-1) directly)
     _J[:, :H, :H] += matrix_block(J_h_W_hf, _N, weight_hh[:H])  # diag(...) weight_hh[:H]
     _J[:, :H, :H] += matrix_block(J_h_W_hn, _N, weight_hh[H:2 * H])  # diag(...) weight_hh[H:2 * H]
     return _J
+
+
+def _jvp(cache, t, v):
+    """(d(state_t)/d(state_(t-1))) v for each batch row, without forming the matrix: v (N, S)."""
+    x, h0, weight_ih, weight_hh, bias = cache[:5]
+    _T, _N, D = x.shape
+    H = h0.shape[1]
+    (J_h_h, J_h_W_hf, J_h_W_hn) = _step_factors(cache, t)
+    _v_h = v[:, :H]
+    _out_h = (J_h_h * _v_h + J_h_W_hf * (_v_h @ weight_hh[:H].T) + J_h_W_hn * (_v_h @ weight_hh[H:2 * H].T))
+    return _out_h
+
+
+def _vjp(cache, t, u):
+    """u^T (d(state_t)/d(state_(t-1))) for each batch row, without forming the matrix: u (N, S)."""
+    x, h0, weight_ih, weight_hh, bias = cache[:5]
+    _T, _N, D = x.shape
+    H = h0.shape[1]
+    (J_h_h, J_h_W_hf, J_h_W_hn) = _step_factors(cache, t)
+    _u_h = u[:, :H]
+    _out_h = (_u_h * J_h_h + (_u_h * J_h_W_hf) @ weight_hh[:H] + (_u_h * J_h_W_hn) @ weight_hh[H:2 * H])
+    return _out_h
 
 
 def jacobian_products(cache, t):
@@ -215,25 +246,33 @@ def jacobian_products(cache, t):
     return P
 
 
-def pushforward(cache, v, k, t):
-    """(d(state_t)/d(state_k)) v for each batch row: v (N, S), 0 <= k < t <= T."""
+def _span(cache, v, k, t, name):
     t = check_step(cache, OUTPUT, t)
     k = check_step(cache, OUTPUT, k, "k", 0)
     if k >= t:
-        raise ValueError(f"k must be below t = {t}, got {k}")
+        raise ValueError(f"k must be an integer in 0..t-1 = 0..{t - 1}, got {k}")
     v = np.asarray(v, dtype=getattr(cache, OUTPUT).dtype)
-    for s in range(k + 1, t + 1):
-        v = np.einsum("nij,nj->ni", jacobian(cache, s), v)
+    S = sum(getattr(cache, s).shape[2] for s in STATES)
+    N = getattr(cache, OUTPUT).shape[1]
+    if v.shape != (N, S):
+        raise ValueError(f"{name} must have shape (N, S) = {(N, S)}, got {v.shape}")
+    return v, k, t
+
+
+def pushforward(cache, v, k, t):
+    """(d(state_t)/d(state_k)) v for each batch row, matrix-free: v (N, S), 0 <= k < t <= T."""
+    v, k, t = _span(cache, v, k, t, "v")
+    for s in range(k + 1, t + 1):  # v <- (d(state_s)/d(state_(s-1))) v
+        v = _jvp(cache, s, v)
     return v
 
 
 def pullback(cache, u, t, k):
-    """u^T (d(state_t)/d(state_k)) for each batch row: u (N, S), 0 <= k < t <= T."""
-    t = check_step(cache, OUTPUT, t)
-    k = check_step(cache, OUTPUT, k, "k", 0)
-    if k >= t:
-        raise ValueError(f"k must be below t = {t}, got {k}")
-    u = np.asarray(u, dtype=getattr(cache, OUTPUT).dtype)
-    for s in range(t, k, -1):
-        u = np.einsum("ni,nij->nj", u, jacobian(cache, s))
+    """u^T (d(state_t)/d(state_k)) for each batch row, matrix-free: u (N, S), 0 <= k < t <= T.
+
+    The same recursion as backward's, for a loss on the state at t alone.
+    """
+    u, k, t = _span(cache, u, k, t, "u")
+    for s in range(t, k, -1):  # u <- u^T d(state_s)/d(state_(s-1))
+        u = _vjp(cache, s, u)
     return u

@@ -289,6 +289,10 @@ def test_errors_name_the_argument():
         lstm.backward(out, cache, dfinal={"q": np.zeros((N, H))})
     with pytest.raises(ValueError, match=r"t must be an integer in 1..T = 1..6, got 0"):
         lstm.jacobian(cache, 0)
+    with pytest.raises(ValueError, match=r"v must have shape \(N, S\) = \(4, 10\), got \(4, 3\)"):
+        lstm.pushforward(cache, np.zeros((N, 3)), 0, 2)
+    with pytest.raises(ValueError, match=r"k must be an integer in 0..t-1 = 0..1, got 2"):
+        lstm.pullback(cache, np.zeros((N, 2 * H)), 2, 2)
     with pytest.raises(TypeError, match="cache must be the Cache that forward returned"):
         lstm.backward(out, (1, 2))
     gru = generated.load("gru")
