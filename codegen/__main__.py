@@ -17,7 +17,7 @@ from pathlib import Path
 from codegen.build import GENERATED, build, derive_all, derive_cells, drift, emit
 from codegen.render import render, write_tree
 from derive.catalogue import CATALOGUE, USER_FILE, Activation, all_activations, check_name, read_user_file
-from derive.cell import CELL_DIRS, USER_CELLS_DIR, derive_cell, read_cells
+from derive.cell import CELL_DIRS, derive_cell, read_cells
 from derive.cellparse import CellError, check_cell_name, parse_cell_file
 from derive.parse import parse_expression
 

@@ -12,7 +12,6 @@ import sympy as sp
 
 from codegen.numpy_printer import KernelPrinter
 from codegen.passes import prepare
-from codegen.text_printer import text
 
 
 def span(k, size):
@@ -187,9 +186,7 @@ class NumpyCellPrinter:
             for sym, i in p.blocks:
                 where = f"_{p.array}[_t, :, {span(i, p.rows)}]" if p.hoisted else f"_{p.array}[:, {span(i, p.rows)}]"
                 body.append(f"{sym.name} = {where}")
-        eqs = {a.symbol: text(a.expr) for a in k.forward}
-        source = {e.symbol: e.text for e in k.derivation.cell.equations}
-        body += block_lines(k.forward, {s: source[s] for s in eqs})
+        body += block_lines(k.forward, {e.symbol: e.text for e in k.derivation.cell.equations})  # source as comment
         for s in k.saved:
             body.append(f"_{s.name}_seq[_t] = {s.name}")
         for s in self.states:

@@ -104,7 +104,8 @@ def test_parser_errors_name_the_equation_and_the_symbol(body, message):
 
 
 @pytest.mark.parametrize("text, message", [
-    ("cell c\ninput x[D]\nstate h[H]\nparam W[H, K]\nh' = W @ h\n", "size 'K' is not the size of the input or of a state"),
+    ("cell c\ninput x[D]\nstate h[H]\nparam W[H, K]\nh' = W @ h\n",
+     "size 'K' is not the size of the input or of a state"),
     ("cell c\ninput x[D]\nstate h[H]\nparam np[H, H]\nh' = np @ h\n", "parameter name 'np' is reserved"),
     ("cell c\ninput x[D]\nstate h[H]\nparam W[H, H] = A, A\nh' = A @ h\n", "block of 'W' name 'A' is already taken"),
     ("cell Bad\n", "cell name 'Bad' must be a lowercase identifier"),
@@ -254,7 +255,8 @@ def test_a_user_cell_with_two_state_sizes_is_generated_and_gradchecks(tmp_path):
     assert two.ARGUMENTS == ("x", "h0", "m0", "U", "W", "P", "M", "Q") and two.SHAPES["P"] == ("2*K", "H")
     T, N, D, H, K = 5, 2, 3, 4, 2
     rng = np.random.default_rng(0)
-    args = [rng.standard_normal(s) * 0.5 for s in ((T, N, D), (N, H), (N, K), (H, D), (H, H), (2 * K, H), (K, K), (H, K))]
+    shapes = ((T, N, D), (N, H), (N, K), (H, D), (H, H), (2 * K, H), (K, K), (H, K))
+    args = [rng.standard_normal(s) * 0.5 for s in shapes]
     G, Gm = rng.standard_normal((T, N, H)), rng.standard_normal((N, K))
 
     def loss(a):
