@@ -129,7 +129,12 @@ class NumpyCellPrinter:
     def bias_blocks(self, names=None):
         """Each bias block (of ``names``; None: all) as a view of its stacked vector (before the loop)."""
         return [f"{b} = {p}[{span(i, n)}]" if self._count(p) > 1 else f"{b} = {p}"
-                for b, p, i, n in self.k.biases if names is None or b in names]
+                for b, p, i, n in self.k.biases if (names is None or b in names) and b != p]
+
+    @staticmethod
+    def columns(count, k, rows):
+        """Index suffix selecting block ``k`` along the last of three axes: ', :, H:2 * H', or '' for one block."""
+        return f", :, {span(k, rows)}" if count > 1 else ""
 
     def _count(self, param):
         return next(len(p.blocks) for p in self.k.params if p.name == param)
@@ -149,7 +154,7 @@ class NumpyCellPrinter:
                 lines.append(f"{n} = _{n}_seq[_t]")
             elif n in block_of:
                 p, i = block_of[n]
-                lines.append(f"{n} = _{p.array}[_t, :, {span(i, p.rows)}]")
+                lines.append(f"{n} = _{p.array}[_t{self.columns(p.count, i, p.rows)}]")
         return lines
 
     # sections ----------------------------------------------------------------------------------------------------
@@ -181,11 +186,17 @@ class NumpyCellPrinter:
         for p in k.products:
             if not p.hoisted:
                 names = ", ".join(f"{b} @ {p.operand}" for b, _ in self._block_names(p))
-                body.append(f"_{p.array} = {p.operand} @ {p.param}.T  # {names}: one product")
+                single = p.count == 1 and p.blocks[0][0].name == p.array  # the product is its one block
+                body.append(f"{'' if single else '_'}{p.array} = {p.operand} @ {p.param}.T  # {names}"
+                            f"{'' if single else ': one product'}")
         for p in k.products:
             for sym, i in p.blocks:
-                where = f"_{p.array}[_t, :, {span(i, p.rows)}]" if p.hoisted else f"_{p.array}[:, {span(i, p.rows)}]"
-                body.append(f"{sym.name} = {where}")
+                if p.hoisted:
+                    body.append(f"{sym.name} = _{p.array}[_t{self.columns(p.count, i, p.rows)}]")
+                elif p.count > 1:
+                    body.append(f"{sym.name} = _{p.array}[:, {span(i, p.rows)}]")
+                elif sym.name != p.array:
+                    body.append(f"{sym.name} = _{p.array}")
         body += block_lines(k.forward, {e.symbol: e.text for e in k.derivation.cell.equations})  # source as comment
         for s in k.saved:
             body.append(f"_{s.name}_seq[_t] = {s.name}")
@@ -223,10 +234,11 @@ class NumpyCellPrinter:
         body += block_lines(k.backward)
         for st in k.stores:
             for sym, i in st.blocks:
-                body.append(f"_{st.array}[_t, :, {span(i, st.product.rows)}] = {sym.name}")
+                body.append(f"_{st.array}[_t{self.columns(st.product.count, i, st.product.rows)}] = {sym.name}")
         for b in k.bias_grads:
             if b.store is None:
-                body.append(f"_grad_{b.param}[{span(b.index, b.size)}] += {b.adjoint.name}.sum(axis=0)")
+                body.append(f"_grad_{b.param}[{span(b.index, b.size) if self._count(b.param) > 1 else '...'}] += "
+                            f"{b.adjoint.name}.sum(axis=0)")
         for c in k.carries:
             terms = ([c.direct.name] if c.direct is not None else []) + \
                     [f"_{st.array}[_t] @ {st.product.param}" for st in c.stores]
@@ -246,8 +258,9 @@ class NumpyCellPrinter:
                          f"  # sum_t dL/dP_t {note}")
         for b in k.bias_grads:
             if b.store is not None:
-                lines.append(f"_grad_{b.param}[{span(b.index, b.size)}] = "
-                             f"_{b.store.array}[:, :, {span(b.store_index, b.store.product.rows)}].sum(axis=(0, 1))")
+                cols = self.columns(b.store.product.count, b.store_index, b.store.product.rows)
+                lines.append(f"_grad_{b.param}[{span(b.index, b.size) if self._count(b.param) > 1 else '...'}] = "
+                             f"_{b.store.array}{f'[:{cols}]' if cols else ''}.sum(axis=(0, 1))")
         into_x = [st for st in k.stores if st.product.hoisted]
         if into_x:
             terms = " + ".join(f"_{st.array}.reshape(_T * _N, {stacked(st.product.count, st.product.rows)}) @ "

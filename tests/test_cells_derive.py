@@ -306,3 +306,30 @@ def test_the_vanilla_rnn_as_a_cell_reproduces_the_rnn_kernels(tmp_path):
         assert np.abs(a - b).max() <= 1e-12 * np.abs(b).max()
     assert np.abs(cell.jacobian(c1, 3) - rnn.jacobian(c2, 3)).max() <= 1e-12
     assert [s.name for s in lower(derive_cell(parse_cell(RNN))).saved] == []  # tanh' from h_t: nothing but h kept
+
+
+def test_rnn_cell_prints_min_char_rnn_style_kernels():
+    """Exact text of the vanilla RNN cell's step loops: every line comes from the lowering."""
+    from codegen.cell_printer import NumpyCellPrinter
+
+    sections = NumpyCellPrinter(lower(derive_cell(parse_cell(RNN)))).sections()
+    loop = sections["forward"][sections["forward"].index("for _t in range(_T):"):]
+    assert loop == [
+        "for _t in range(_T):",
+        "    W_h = h @ W.T  # W @ h",
+        "    V_x = _V_x[_t]",
+        "    h_next = np.tanh(V_x + W_h + b)  # h' = tanh(V @ x + W @ h + b)",
+        "    _h_seq[_t] = h_next",
+        "    h = h_next",
+        "return _h_seq, Cache(x, h0, V, W, b, _h_seq)",
+    ]
+    back = sections["backward"]
+    step = back[back.index("for _t in range(_T - 1, -1, -1):") + 1:]
+    assert step[:6] == [
+        "    h_next = _h_seq[_t]  # h_t",
+        "    g_h = _d_out[_t] + _carry_h  # dL/dh_t from outside the step",
+        "    d_V_x = g_h*(1 - h_next**2)",  # delta_t = (g_t + W^T delta_{t+1}) * f'(E_t), f' from h_t
+        "    _d_V_x[_t] = d_V_x",
+        "    _d_W_h[_t] = d_V_x",
+        "    _carry_h = _d_W_h[_t] @ W  # dL/dh_(t-1)",
+    ]
