@@ -131,6 +131,20 @@ class NumpyCellPrinter:
         return [f"{b} = {p}[{span(i, n)}]" if self._count(p) > 1 else f"{b} = {p}"
                 for b, p, i, n in self.k.biases if (names is None or b in names) and b != p]
 
+    def _whole_bias_sums(self):
+        """{vector param: store array} where every block k of the parameter is block k of one store of as many
+        blocks: its gradient is then one sum of that array."""
+        out = {}
+        for p in self.k.params:
+            grads = [b for b in self.k.bias_grads if b.param == p.name]
+            if p.is_matrix or not grads or any(b.store is None for b in grads):
+                continue
+            stores = {b.store.array for b in grads}
+            if len(stores) == 1 and all(b.store_index == b.index for b in grads) \
+                    and grads[0].store.product.count == len(p.blocks):
+                out[p.name] = stores.pop()
+        return out
+
     @staticmethod
     def columns(count, k, rows):
         """Index suffix selecting block ``k`` along the last of three axes: ', :, H:2 * H', or '' for one block."""
@@ -220,10 +234,15 @@ class NumpyCellPrinter:
             lines.append(f"_carry_{s} = _final[{s!r}]  # dL/d{s}_T from beyond the sequence (dfinal, or zero)")
         for st in k.stores:
             p = st.product
+            if st.shared:
+                continue
+            also = "".join(f" = dL/d({o.product.param} {o.product.operand})" for o in k.stores
+                           if o.shared and o.array == st.array)
             lines.append(f"_{st.array} = np.empty((_T, _N, {stacked(p.count, p.rows)}), dtype={dtype})  "
-                         f"# dL/d({p.param} {p.operand}) for every t")
+                         f"# dL/d({p.param} {p.operand}){also} for every t")
+        whole = self._whole_bias_sums()
         for p in k.params:
-            if not p.is_matrix:
+            if not p.is_matrix and p.name not in whole:
                 lines.append(f"_grad_{p.name} = np.zeros({stacked(len(p.blocks), p.shape[0])}, dtype={dtype})")
         lines += self.bias_blocks(k.backward_reads)
         lines.append("for _t in range(_T - 1, -1, -1):")
@@ -232,7 +251,7 @@ class NumpyCellPrinter:
             direct = "_d_out[_t] + " if s == k.output else ""
             body.append(f"{g.name} = {direct}_carry_{s}  # dL/d{s}_t from outside the step")
         body += block_lines(k.backward)
-        for st in k.stores:
+        for st in (st for st in k.stores if not st.shared):
             for sym, i in st.blocks:
                 body.append(f"_{st.array}[_t{self.columns(st.product.count, i, st.product.rows)}] = {sym.name}")
         for b in k.bias_grads:
@@ -256,8 +275,10 @@ class NumpyCellPrinter:
                 operand, note = f"_{p.operand}_prev.reshape(_T * _N, {p.cols})", f"{p.operand}_(t-1)^T"
             lines.append(f"_grad_{p.param} = _{st.array}.reshape(_T * _N, {width}).T @ {operand}"
                          f"  # sum_t dL/dP_t {note}")
+        for param, array in whole.items():
+            lines.append(f"_grad_{param} = _{array}.sum(axis=(0, 1))  # every block at once: sum_t, n of dL/dP_t")
         for b in k.bias_grads:
-            if b.store is not None:
+            if b.store is not None and b.param not in whole:
                 cols = self.columns(b.store.product.count, b.store_index, b.store.product.rows)
                 lines.append(f"_grad_{b.param}[{span(b.index, b.size) if self._count(b.param) > 1 else '...'}] = "
                              f"_{b.store.array}{f'[:{cols}]' if cols else ''}.sum(axis=(0, 1))")

@@ -11,7 +11,8 @@ The description says what each step computes and in which order, with no text in
 - ``backward``: the elementwise adjoint block of a step, with duplicate adjoints merged (``aliases``), so that
   d_W_hi_h, which SymPy derives equal to d_W_ii_x, is computed once;
 - ``stores``: the adjoints of each stacked product, kept for all T, so each weight's gradient is one product after
-  the loop (sum_t dP_t^T operand_t) and the input's gradient one product too;
+  the loop (sum_t dP_t^T operand_t) and the input's gradient one product too; two stacked products whose adjoints
+  are equal block by block share one array;
 - ``carries``: dL/d(state)_{t-1} = direct adjoint + dP_t W for the stacked products whose operand is that state;
 - ``bias_grads``: each bias block's gradient, from a stored product adjoint when the derivation makes them equal
   (summed once after the loop), else accumulated step by step;
@@ -52,11 +53,13 @@ class Saved:
 @dataclass(frozen=True)
 class Store:
     """The adjoints of one stacked product for every step: ``array`` (T, N, count * rows); ``blocks`` are
-    (adjoint symbol, index)."""
+    (adjoint symbol, index). ``shared``: an earlier store holds the same adjoints in ``array`` (the LSTM's
+    dL/d(weight_ih x_t) and dL/d(weight_hh h_(t-1)) are equal block by block), so nothing is written twice."""
 
     product: StackedProduct
     array: str
     blocks: tuple
+    shared: bool = False
 
 
 @dataclass(frozen=True)
@@ -158,19 +161,24 @@ def lower(d):
     stores, by_param = [], {}
     for sp_ in products:
         adjoints = tuple((resolve(d.leaf_adjoints[sym]), k) for sym, k in sp_.blocks)
-        by_param[sp_.param] = Store(sp_, f"d_{sp_.array}", adjoints)
+        same = next((st for st in stores if st.blocks == adjoints and not st.shared), None)
+        by_param[sp_.param] = Store(sp_, same.array, adjoints, True) if same else \
+            Store(sp_, f"d_{sp_.array}", adjoints)
         stores.append(by_param[sp_.param])
     carries = tuple(CarryStep(s, resolve(c.direct) if c.direct is not None else None,
                               tuple(st for st in stores if st.product.operand == s)) for s, c in zip(states, d.carries))
-    stored_symbols = {sym: (st, k) for st in stores for sym, k in st.blocks}
+    stored_symbols = {}
+    for st in (st for st in stores if not st.shared):
+        for sym, k in st.blocks:
+            stored_symbols.setdefault(sym, (st, k))
     bias_grads = []
-    for g in d.param_grads:
-        if g.operand is not None:
-            continue
-        param = next(p for p in cell.params if p.name == g.param)
-        adjoint = resolve(g.adjoint)
-        st, k = stored_symbols.get(adjoint, (None, None))
-        bias_grads.append(BiasGrad(g.param, g.index, param.shape[0], adjoint, st, k))
+    for param in (p for p in cell.params if not p.is_matrix):
+        adjoints = [resolve(g.adjoint) for g in d.param_grads if g.param == param.name]
+        # a store holding every block of this vector in its order: the whole gradient is one sum of it
+        whole = next((st for st in stores if not st.shared and [a for a, _ in st.blocks] == adjoints), None)
+        for k, adjoint in enumerate(adjoints):
+            st, index = (whole, k) if whole else stored_symbols.get(adjoint, (None, None))
+            bias_grads.append(BiasGrad(param.name, k, param.shape[0], adjoint, st, index))
 
     # the Jacobian's factors as named scalars, so that the printer can share their common parts
     factors, blocks = [], []

@@ -188,10 +188,7 @@ def backward(dh, cache, dfinal=None):
     H = h0.shape[1]
     _carry_h = _final['h']  # dL/dh_T from beyond the sequence (dfinal, or zero)
     _carry_c = _final['c']  # dL/dc_T from beyond the sequence (dfinal, or zero)
-    _d_weight_ih_x = np.empty((_T, _N, 4 * H), dtype=x.dtype)  # dL/d(weight_ih x) for every t
-    _d_weight_hh_h = np.empty((_T, _N, 4 * H), dtype=x.dtype)  # dL/d(weight_hh h) for every t
-    _grad_bias_ih = np.zeros(4 * H, dtype=x.dtype)
-    _grad_bias_hh = np.zeros(4 * H, dtype=x.dtype)
+    _d_weight_ih_x = np.empty((_T, _N, 4 * H), dtype=x.dtype)  # dL/d(weight_ih x) = dL/d(weight_hh h) for every t
     for _t in range(_T - 1, -1, -1):
         c = c0 if _t == 0 else _c_seq[_t - 1]  # c_(t-1)
         c_next = _c_seq[_t]  # c_t
@@ -216,23 +213,13 @@ def backward(dh, cache, dfinal=None):
         _d_weight_ih_x[_t, :, H:2 * H] = d_W_if_x
         _d_weight_ih_x[_t, :, 2 * H:3 * H] = d_W_ig_x
         _d_weight_ih_x[_t, :, 3 * H:4 * H] = d_W_io_x
-        _d_weight_hh_h[_t, :, :H] = d_W_ii_x
-        _d_weight_hh_h[_t, :, H:2 * H] = d_W_if_x
-        _d_weight_hh_h[_t, :, 2 * H:3 * H] = d_W_ig_x
-        _d_weight_hh_h[_t, :, 3 * H:4 * H] = d_W_io_x
-        _carry_h = _d_weight_hh_h[_t] @ weight_hh  # dL/dh_(t-1)
+        _carry_h = _d_weight_ih_x[_t] @ weight_hh  # dL/dh_(t-1)
         _carry_c = d_c  # dL/dc_(t-1)
     _grad_weight_ih = _d_weight_ih_x.reshape(_T * _N, 4 * H).T @ x.reshape(_T * _N, D)  # sum_t dL/dP_t x_t^T
     _h_prev = np.concatenate((h0[None], _h_seq[:-1]))  # h_0..h_(T-1)
-    _grad_weight_hh = _d_weight_hh_h.reshape(_T * _N, 4 * H).T @ _h_prev.reshape(_T * _N, H)  # sum_t dL/dP_t h_(t-1)^T
-    _grad_bias_ih[:H] = _d_weight_hh_h[:, :, :H].sum(axis=(0, 1))
-    _grad_bias_ih[H:2 * H] = _d_weight_hh_h[:, :, H:2 * H].sum(axis=(0, 1))
-    _grad_bias_ih[2 * H:3 * H] = _d_weight_hh_h[:, :, 2 * H:3 * H].sum(axis=(0, 1))
-    _grad_bias_ih[3 * H:4 * H] = _d_weight_hh_h[:, :, 3 * H:4 * H].sum(axis=(0, 1))
-    _grad_bias_hh[:H] = _d_weight_hh_h[:, :, :H].sum(axis=(0, 1))
-    _grad_bias_hh[H:2 * H] = _d_weight_hh_h[:, :, H:2 * H].sum(axis=(0, 1))
-    _grad_bias_hh[2 * H:3 * H] = _d_weight_hh_h[:, :, 2 * H:3 * H].sum(axis=(0, 1))
-    _grad_bias_hh[3 * H:4 * H] = _d_weight_hh_h[:, :, 3 * H:4 * H].sum(axis=(0, 1))
+    _grad_weight_hh = _d_weight_ih_x.reshape(_T * _N, 4 * H).T @ _h_prev.reshape(_T * _N, H)  # sum_t dL/dP_t h_(t-1)^T
+    _grad_bias_ih = _d_weight_ih_x.sum(axis=(0, 1))  # every block at once: sum_t, n of dL/dP_t
+    _grad_bias_hh = _d_weight_ih_x.sum(axis=(0, 1))  # every block at once: sum_t, n of dL/dP_t
     _grad_x = (_d_weight_ih_x.reshape(_T * _N, 4 * H) @ weight_ih).reshape(_T, _N, D)
     return Grads(_grad_x, _carry_h, _carry_c, _grad_weight_ih, _grad_weight_hh, _grad_bias_ih, _grad_bias_hh)
 

@@ -131,7 +131,6 @@ def backward(dh, cache, dfinal=None):
     _carry_h = _final['h']  # dL/dh_T from beyond the sequence (dfinal, or zero)
     _d_weight_ih_x = np.empty((_T, _N, 2 * H), dtype=x.dtype)  # dL/d(weight_ih x) for every t
     _d_weight_hh_h = np.empty((_T, _N, 2 * H), dtype=x.dtype)  # dL/d(weight_hh h) for every t
-    _grad_bias = np.zeros(2 * H, dtype=x.dtype)
     for _t in range(_T - 1, -1, -1):
         h = h0 if _t == 0 else _h_seq[_t - 1]  # h_(t-1)
         f = _f_seq[_t]
@@ -153,8 +152,7 @@ def backward(dh, cache, dfinal=None):
     _grad_weight_ih = _d_weight_ih_x.reshape(_T * _N, 2 * H).T @ x.reshape(_T * _N, D)  # sum_t dL/dP_t x_t^T
     _h_prev = np.concatenate((h0[None], _h_seq[:-1]))  # h_0..h_(T-1)
     _grad_weight_hh = _d_weight_hh_h.reshape(_T * _N, 2 * H).T @ _h_prev.reshape(_T * _N, H)  # sum_t dL/dP_t h_(t-1)^T
-    _grad_bias[:H] = _d_weight_hh_h[:, :, :H].sum(axis=(0, 1))
-    _grad_bias[H:2 * H] = _d_weight_ih_x[:, :, H:2 * H].sum(axis=(0, 1))
+    _grad_bias = _d_weight_ih_x.sum(axis=(0, 1))  # every block at once: sum_t, n of dL/dP_t
     _grad_x = (_d_weight_ih_x.reshape(_T * _N, 2 * H) @ weight_ih).reshape(_T, _N, D)
     return Grads(_grad_x, _carry_h, _grad_weight_ih, _grad_weight_hh, _grad_bias)
 

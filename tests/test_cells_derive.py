@@ -325,11 +325,18 @@ def test_rnn_cell_prints_min_char_rnn_style_kernels():
     ]
     back = sections["backward"]
     step = back[back.index("for _t in range(_T - 1, -1, -1):") + 1:]
-    assert step[:6] == [
+    assert step[:5] == [
         "    h_next = _h_seq[_t]  # h_t",
         "    g_h = _d_out[_t] + _carry_h  # dL/dh_t from outside the step",
         "    d_V_x = g_h*(1 - h_next**2)",  # delta_t = (g_t + W^T delta_{t+1}) * f'(E_t), f' from h_t
-        "    _d_V_x[_t] = d_V_x",
-        "    _d_W_h[_t] = d_V_x",
-        "    _carry_h = _d_W_h[_t] @ W  # dL/dh_(t-1)",
+        "    _d_V_x[_t] = d_V_x",  # dL/d(V x_t) = dL/d(W h_(t-1)): one array serves dV, dW, db and dx
+        "    _carry_h = _d_V_x[_t] @ W  # dL/dh_(t-1)",
+    ]
+    assert back[-6:] == [
+        "_grad_V = _d_V_x.reshape(_T * _N, H).T @ x.reshape(_T * _N, D)  # sum_t dL/dP_t x_t^T",
+        "_h_prev = np.concatenate((h0[None], _h_seq[:-1]))  # h_0..h_(T-1)",
+        "_grad_W = _d_V_x.reshape(_T * _N, H).T @ _h_prev.reshape(_T * _N, H)  # sum_t dL/dP_t h_(t-1)^T",
+        "_grad_b = _d_V_x.sum(axis=(0, 1))  # every block at once: sum_t, n of dL/dP_t",
+        "_grad_x = (_d_V_x.reshape(_T * _N, H) @ V).reshape(_T, _N, D)",
+        "return Grads(_grad_x, _carry_h, _grad_V, _grad_W, _grad_b)",
     ]
