@@ -145,6 +145,27 @@ class NumpyCellPrinter:
                 out[p.name] = stores.pop()
         return out
 
+    def matmul(self, m):
+        """The NumPy text of a MatMul: sequences taken as (T*N, cols) when it spans all steps, row t of a stored
+        array in a step."""
+        return f"{self._operand(m.left, m.steps)}{'.T' if m.left_t else ''} @ " \
+               f"{self._operand(m.right, m.steps)}{'.T' if m.right_t else ''}"
+
+    def _operand(self, name, steps):
+        k = self.k
+        params = {p.name for p in k.params}
+        stores = {st.array: stacked(st.product.count, st.product.rows) for st in k.stores}
+        if name in params:
+            return name
+        if name in stores:
+            return f"_{name}[_t]" if steps == "one" else f"_{name}.reshape(_T * _N, {stores[name]})"
+        if steps == "one":
+            return name  # the input at t, or a state's previous value
+        if name == k.input:
+            return f"{name}.reshape(_T * _N, {k.input_size})"
+        state = name[:-len("_prev")]
+        return f"_{name}.reshape(_T * _N, {self.size[state]})"
+
     @staticmethod
     def columns(count, k, rows):
         """Index suffix selecting block ``k`` along the last of three axes: ', :, H:2 * H', or '' for one block."""
@@ -191,8 +212,8 @@ class NumpyCellPrinter:
             lines.append(f"_{s.name}_seq = np.empty((_T, _N, {s.size}), dtype={dtype})  # kept for backward")
         for p in k.products:
             if p.hoisted:
-                lines.append(f"_{p.array} = ({p.operand}.reshape(_T * _N, {p.cols}) @ {p.param}.T).reshape("
-                             f"_T, _N, {stacked(p.count, p.rows)})  # every block, every t: one product")
+                lines.append(f"_{p.array} = ({self.matmul(p.matmul)}).reshape(_T, _N, {stacked(p.count, p.rows)})"
+                             f"  # every block, every t: one product")
         lines += self.bias_blocks()
         lines.append(f"{', '.join(self.states)} = {', '.join(s + '0' for s in self.states)}  # at t = 1")
         lines.append("for _t in range(_T):")
@@ -201,7 +222,7 @@ class NumpyCellPrinter:
             if not p.hoisted:
                 names = ", ".join(f"{b} @ {p.operand}" for b, _ in self._block_names(p))
                 single = p.count == 1 and p.blocks[0][0].name == p.array  # the product is its one block
-                body.append(f"{'' if single else '_'}{p.array} = {p.operand} @ {p.param}.T  # {names}"
+                body.append(f"{'' if single else '_'}{p.array} = {self.matmul(p.matmul)}  # {names}"
                             f"{'' if single else ': one product'}")
         for p in k.products:
             for sym, i in p.blocks:
@@ -260,21 +281,19 @@ class NumpyCellPrinter:
                             f"{b.adjoint.name}.sum(axis=0)")
         for c in k.carries:
             terms = ([c.direct.name] if c.direct is not None else []) + \
-                    [f"_{st.array}[_t] @ {st.product.param}" for st in c.stores]
+                    [self.matmul(m) for m in c.products]
             value = " + ".join(terms) if terms else f"np.zeros_like(_carry_{c.state})"
             body.append(f"_carry_{c.state} = {value}  # dL/d{c.state}_(t-1)")
         lines += ["    " + b for b in body]
-        for st in k.stores:
-            p = st.product
-            width = stacked(p.count, p.rows)
-            if p.hoisted:
-                operand, note = f"{p.operand}.reshape(_T * _N, {p.cols})", f"{p.operand}_t^T"
-            else:
-                lines.append(f"_{p.operand}_prev = np.concatenate(({p.operand}0[None], _{p.operand}_seq[:-1]))"
-                             f"  # {p.operand}_0..{p.operand}_(T-1)")
-                operand, note = f"_{p.operand}_prev.reshape(_T * _N, {p.cols})", f"{p.operand}_(t-1)^T"
-            lines.append(f"_grad_{p.param} = _{st.array}.reshape(_T * _N, {width}).T @ {operand}"
-                         f"  # sum_t dL/dP_t {note}")
+        prevs = []
+        for param, m in k.weight_grads:
+            state = m.right[:-len("_prev")] if m.right.endswith("_prev") and m.right[:-5] in self.states else None
+            if state and state not in prevs:
+                prevs.append(state)
+                lines.append(f"_{state}_prev = np.concatenate(({state}0[None], _{state}_seq[:-1]))"
+                             f"  # {state}_0..{state}_(T-1)")
+            note = f"{state}_(t-1)^T" if state else f"{m.right}_t^T"
+            lines.append(f"_grad_{param} = {self.matmul(m)}  # sum_t dL/dP_t {note}")
         for param, array in whole.items():
             lines.append(f"_grad_{param} = _{array}.sum(axis=(0, 1))  # every block at once: sum_t, n of dL/dP_t")
         for b in k.bias_grads:
@@ -282,10 +301,8 @@ class NumpyCellPrinter:
                 cols = self.columns(b.store.product.count, b.store_index, b.store.product.rows)
                 lines.append(f"_grad_{b.param}[{span(b.index, b.size) if self._count(b.param) > 1 else '...'}] = "
                              f"_{b.store.array}{f'[:{cols}]' if cols else ''}.sum(axis=(0, 1))")
-        into_x = [st for st in k.stores if st.product.hoisted]
-        if into_x:
-            terms = " + ".join(f"_{st.array}.reshape(_T * _N, {stacked(st.product.count, st.product.rows)}) @ "
-                               f"{st.product.param}" for st in into_x)
+        if k.input_grad:
+            terms = " + ".join(self.matmul(m) for m in k.input_grad)
             lines.append(f"_grad_{k.input} = ({terms}).reshape(_T, _N, {k.input_size})")
         else:
             lines.append(f"_grad_{k.input} = np.zeros_like({k.input})")

@@ -2,7 +2,9 @@
 
     # [CellDerivation] -> [CellKernel]     lower(derivation)
 
-The description says what each step computes and in which order, with no text in it:
+The description says what each step computes and in which order, with no text in it. Every matrix product is a
+``MatMul`` (which operands, which transposed, one step or all steps at once); the elementwise blocks are
+``derive.cell.Assignment``s (SymPy):
 - ``products``: one matrix product per stacked parameter (all of its blocks at once), with the operand it takes and
   whether it is hoisted out of the time loop (the input's products: one product over all T steps);
 - ``forward``: the elementwise block of a step (the cell's equations), in order;
@@ -14,6 +16,7 @@ The description says what each step computes and in which order, with no text in
   the loop (sum_t dP_t^T operand_t) and the input's gradient one product too; two stacked products whose adjoints
   are equal block by block share one array;
 - ``carries``: dL/d(state)_{t-1} = direct adjoint + dP_t W for the stacked products whose operand is that state;
+- ``weight_grads``, ``input_grad``: sum_t dP_t^T operand_t and sum_k dP_k W_k, each one product over all steps;
 - ``bias_grads``: each bias block's gradient, from a stored product adjoint when the derivation makes them equal
   (summed once after the loop), else accumulated step by step;
 - ``jacobian``: each nonzero block of d(state_t)/d(state_{t-1}), as a diagonal factor and diag(factor) W_k terms.
@@ -24,6 +27,20 @@ import sympy as sp
 
 from derive.cell import Assignment
 from derive.cellparse import CellError
+
+
+@dataclass(frozen=True)
+class MatMul:
+    """One matrix product in the batch-in-rows layout: ``left`` @ ``right``, each transposed when its flag says so.
+    ``steps`` is "one" (operands of step t, (N, cols)) or "all" (every step at once: a sequence (T, N, cols) is
+    taken as (T*N, cols)). Operands name a parameter, the input, a state (its previous value, in a step), a
+    sequence of previous states ``<state>_prev`` (s_0..s_(T-1)), or a store's array."""
+
+    left: str
+    left_t: bool
+    right: str
+    right_t: bool
+    steps: str
 
 
 @dataclass(frozen=True)
@@ -39,6 +56,7 @@ class StackedProduct:
     count: int
     blocks: tuple
     hoisted: bool
+    matmul: MatMul           # operand @ param^T: for every t at once when hoisted, else per step
 
 
 @dataclass(frozen=True)
@@ -64,11 +82,12 @@ class Store:
 
 @dataclass(frozen=True)
 class CarryStep:
-    """dL/d``state``_{t-1} = ``direct`` (a symbol or None) + sum over ``stores`` of dP_t @ param."""
+    """dL/d``state``_{t-1} = ``direct`` (a symbol or None) + the ``products`` (dP_t @ param for each stacked
+    product of that state)."""
 
     state: str
     direct: sp.Symbol
-    stores: tuple
+    products: tuple
 
 
 @dataclass(frozen=True)
@@ -125,6 +144,8 @@ class CellKernel:
     backward: tuple          # (Assignment, ...) in order, duplicates merged
     stores: tuple            # (Store, ...)
     carries: tuple           # (CarryStep, ...) in state order
+    weight_grads: tuple      # ((param, MatMul), ...): d(param) = sum_t dP_t^T operand_t, all steps in one product
+    input_grad: tuple        # (MatMul, ...): d(input) = sum of dP @ param over the input's products
     bias_grads: tuple        # (BiasGrad, ...)
     jacobian_reads: tuple    # node names the Jacobian loads for a step
     jacobian_factors: tuple  # (Assignment, ...): the scalar factors of the Jacobian's blocks
@@ -143,8 +164,10 @@ def lower(d):
             continue
         blocks = tuple(sorted(((q.symbol, q.index) for q in cell.products if q.param == p.name), key=lambda b: b[1]))
         operand = next(q.operand for q in cell.products if q.param == p.name)
+        hoisted = operand == cell.input
         products.append(StackedProduct(p.name, operand, f"{p.name}_{operand}", p.shape[0], p.shape[1],
-                                       len(p.blocks), blocks, operand == cell.input))
+                                       len(p.blocks), blocks, hoisted,
+                                       MatMul(operand, False, p.name, True, "all" if hoisted else "one")))
     # backward's block with merged duplicates: an adjoint equal to an earlier one (or to a bare symbol) is an alias
     aliases, seen, backward = {}, {}, []
     for a in d.adjoints:
@@ -166,7 +189,12 @@ def lower(d):
             Store(sp_, f"d_{sp_.array}", adjoints)
         stores.append(by_param[sp_.param])
     carries = tuple(CarryStep(s, resolve(c.direct) if c.direct is not None else None,
-                              tuple(st for st in stores if st.product.operand == s)) for s, c in zip(states, d.carries))
+                              tuple(MatMul(st.array, False, st.product.param, False, "one")
+                                    for st in stores if st.product.operand == s))
+                    for s, c in zip(states, d.carries))
+    weight_grads = tuple((st.product.param, MatMul(st.array, True, st.product.operand if st.product.hoisted
+                                                   else f"{st.product.operand}_prev", False, "all")) for st in stores)
+    input_grad = tuple(MatMul(st.array, False, st.product.param, False, "all") for st in stores if st.product.hoisted)
     stored_symbols = {}
     for st in (st for st in stores if not st.shared):
         for sym, k in st.blocks:
@@ -214,7 +242,7 @@ def lower(d):
         cell.name, cell.description, cell.source, cell.input, cell.input_size, cell.states, cell.output,
         cell.params, tuple((b, p.name, k, p.shape[0]) for b, p, k in cell.biases), tuple(products),
         tuple(Assignment(e.symbol, e.expr) for e in cell.equations), saved, tuple(_ordered(cell, backward_reads)),
-        tuple(d.external.items()), tuple(backward), tuple(stores), carries, tuple(bias_grads),
+        tuple(d.external.items()), tuple(backward), tuple(stores), carries, weight_grads, input_grad, tuple(bias_grads),
         tuple(_ordered(cell, jacobian_reads)), tuple(factors), tuple(blocks), d)
 
 

@@ -6,7 +6,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from codegen.__main__ import _add_cell, _remove_cell, main
 from codegen.cell_printer import block_lines, span
-from codegen.lower import lower
+from codegen.lower import MatMul, lower
 from derive.cell import Assignment, derive_cell, inlined, read_cells
 from derive.cellparse import CellError, parse_cell
 from derive.functions import sigmoid
@@ -131,6 +131,15 @@ def test_lowering_keeps_only_what_backward_reads():
     assert [sym.name for sym, _ in hh.blocks] == ["d_W_ii_x", "d_W_if_x", "d_W_ig_x", "d_W_io_x"]
     assert all(b.store is not None for b in lstm.bias_grads)  # each bias gradient is one sum after the loop
     assert [p.hoisted for p in lstm.products] == [True, False]
+    # every matrix product, with its operands and transpositions (batch in rows: W u is u @ W^T)
+    assert [p.matmul for p in lstm.products] == [MatMul("x", False, "weight_ih", True, "all"),
+                                                 MatMul("h", False, "weight_hh", True, "one")]
+    shared = "d_weight_ih_x"  # dL/d(weight_ih x) = dL/d(weight_hh h) for the LSTM: one array
+    assert lstm.carries[0].products == (MatMul(shared, False, "weight_hh", False, "one"),)
+    assert lstm.carries[1].products == () and lstm.carries[1].direct.name == "d_c"
+    assert lstm.weight_grads == (("weight_ih", MatMul(shared, True, "x", False, "all")),
+                                 ("weight_hh", MatMul(shared, True, "h_prev", False, "all")))
+    assert lstm.input_grad == (MatMul(shared, False, "weight_ih", False, "all"),)
 
 
 def test_block_lines_share_subexpressions_within_a_level_only():
