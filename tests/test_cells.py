@@ -309,3 +309,12 @@ def test_saturated_gates_stay_finite_without_warnings(cell, dtype):
         out, cache = cell.forward(*args)
         grads = cell.backward(np.ones_like(out), cache)
     assert np.isfinite(out).all() and all(np.isfinite(g).all() for g in grads)
+
+
+def test_bench_cells_runs_and_checks_gradients(capsys):
+    pytest.importorskip("torch")
+    from bench.cells import main
+
+    assert main(["--sizes", "tiny", "--repeats", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "lstm  (20, 2, 4, 8)" in out and "gru   (20, 2, 4, 8)" in out
