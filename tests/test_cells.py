@@ -311,10 +311,16 @@ def test_saturated_gates_stay_finite_without_warnings(cell, dtype):
     assert np.isfinite(out).all() and all(np.isfinite(g).all() for g in grads)
 
 
-def test_bench_cells_runs_and_checks_gradients(capsys):
-    pytest.importorskip("torch")
+def test_bench_cells_runs_and_checks_gradients(capsys, monkeypatch):
+    torch = pytest.importorskip("torch")
     from bench.cells import main
 
-    assert main(["--sizes", "tiny", "--repeats", "1"]) == 0
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # main sets them: restored after
+        monkeypatch.setenv(var, "1")
+    threads = torch.get_num_threads()
+    try:
+        assert main(["--sizes", "tiny", "--repeats", "1"]) == 0
+    finally:
+        torch.set_num_threads(threads)
     out = capsys.readouterr().out
     assert "lstm  (20, 2, 4, 8)" in out and "gru   (20, 2, 4, 8)" in out
