@@ -11,6 +11,7 @@ from pathlib import Path
 import jinja2
 import sympy as sp
 
+from codegen.cell_render import cell_context
 from codegen.latex_printer import latex, latex_terms
 from codegen.numpy_printer import elementwise_body, scalar_body, ufunc_call
 from codegen.text_printer import scalar_text, text
@@ -99,8 +100,6 @@ def render_cells(cells):
     """{path: text} of the cell modules and their support module (nothing when there are no cells)."""
     if not cells:
         return {}
-    from codegen.cell_render import cell_context  # cells only: the RNN path does not load the lowering
-
     files = {"_cell_support.py": ENV.get_template("cell_support.py.jinja").render(
         header=header("cell_support.py.jinja"))}
     module = ENV.get_template("cell_module.py.jinja")
