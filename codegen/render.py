@@ -14,6 +14,7 @@ import sympy as sp
 from codegen.latex_printer import latex, latex_terms
 from codegen.numpy_printer import elementwise_body, scalar_body, ufunc_call
 from codegen.text_printer import scalar_text, text
+from derive.catalogue import check_name
 from derive.elementwise import H as h_symbol
 from derive.functions import sigmoid, softplus
 from derive.parse import X as x_symbol
@@ -172,7 +173,15 @@ def latex_context(d):
 
 
 def render(derivations):
-    """{path relative to generated/: text} for every generated file."""
+    """{path relative to generated/: text} for every generated file.
+
+    Each name becomes a file name and is written into Python source, so it is checked here too (``check_name``:
+    a lowercase identifier), not only where the command line reads it; two derivations may not share a name.
+    """
+    seen = set()
+    for d in derivations:
+        check_name(d.name, seen)
+        seen.add(d.name)
     files = {
         "__init__.py": ENV.get_template("init.py.jinja").render(
             header=header("init.py.jinja"), names=[d.name for d in derivations]),
