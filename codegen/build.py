@@ -9,17 +9,17 @@ import os
 from pathlib import Path
 
 from codegen.render import render, write_tree
-from codegen.workers import _FROM_ENV, DEFAULT_TIMEOUT, TIMEOUT_ENV, derive_in_workers, resolve_timeout
+from codegen.workers import DEFAULT_TIMEOUT, FROM_ENV, TIMEOUT_ENV, derive_in_workers, resolve_timeout
 from derive.catalogue import CATALOGUE, USER_FILE, all_activations
 from derive.recurrence import derive
 
-__all__ = ["DEFAULT_TIMEOUT", "TIMEOUT_ENV", "build", "derive_all", "drift", "emit"]
+__all__ = ["DEFAULT_TIMEOUT", "FROM_ENV", "TIMEOUT_ENV", "build", "derive_all", "drift", "emit"]
 
 ROOT = Path(__file__).resolve().parent.parent
 GENERATED = ROOT / "generated"
 
 
-def derive_all(activations, workers=None, timeout=_FROM_ENV):
+def derive_all(activations, workers=None, timeout=FROM_ENV):
     """[Activation] -> [Derivation], in the same order. SymPy is single-threaded: one process per core.
 
     ``timeout`` is the limit in seconds on each derivation: left out, $RNN_BPTT_DERIVE_TIMEOUT (0 or none: no
@@ -38,7 +38,7 @@ def derive_all(activations, workers=None, timeout=_FROM_ENV):
     return derive_in_workers(activations, max(1, workers), timeout)
 
 
-def emit(user_file=USER_FILE, workers=None, base=CATALOGUE, timeout=_FROM_ENV):
+def emit(user_file=USER_FILE, workers=None, base=CATALOGUE, timeout=FROM_ENV):
     """Everything ``make derive`` writes, as {path relative to generated/: text}; writes nothing.
 
     ``base`` is the built-in catalogue (tests pass a shorter one to stay fast); ``timeout`` as in ``derive_all``.
@@ -49,7 +49,7 @@ def emit(user_file=USER_FILE, workers=None, base=CATALOGUE, timeout=_FROM_ENV):
     return render(derivations)
 
 
-def build(root=GENERATED, user_file=USER_FILE, workers=None, base=CATALOGUE, timeout=_FROM_ENV):
+def build(root=GENERATED, user_file=USER_FILE, workers=None, base=CATALOGUE, timeout=FROM_ENV):
     """Regenerate ``root`` from the catalogue; returns the relative paths that changed."""
     files = emit(user_file, workers, base, timeout)
     # {path: text} -> generated/

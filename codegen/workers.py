@@ -24,17 +24,17 @@ from derive.recurrence import derive
 DEFAULT_TIMEOUT = 60.0  # seconds per derivation; the whole catalogue takes 0.1-3 s each on a 2-core machine
 TIMEOUT_ENV = "RNN_BPTT_DERIVE_TIMEOUT"
 STARTUP_LIMIT = 60.0  # seconds a spawned worker may take to import SymPy and take its first task
-_FROM_ENV = object()  # the default of every ``timeout=``: $RNN_BPTT_DERIVE_TIMEOUT, else DEFAULT_TIMEOUT
+FROM_ENV = object()  # the default of every ``timeout=``: $RNN_BPTT_DERIVE_TIMEOUT, else DEFAULT_TIMEOUT
 
 
-def resolve_timeout(timeout=_FROM_ENV):
+def resolve_timeout(timeout=FROM_ENV):
     """The time limit in seconds (a positive float), or None for none.
 
     ``timeout`` left out reads $RNN_BPTT_DERIVE_TIMEOUT (seconds; "0" or "none" for no limit), else
     DEFAULT_TIMEOUT. Raises ValueError naming the argument or the variable for anything but a positive number.
     """
     source = "timeout"
-    if timeout is _FROM_ENV:
+    if timeout is FROM_ENV:
         text = os.environ.get(TIMEOUT_ENV, "").strip()
         if not text:
             return DEFAULT_TIMEOUT
@@ -58,9 +58,10 @@ def derive_in_workers(activations, workers, timeout):
     seconds (None: no limit). Raises DerivationError for the first activation refused, failed or out of time; the
     message of a time limit names the activation, its expression and the step that ran out."""
     activations = list(activations)
-    pool = _Pool(min(workers, len(activations)))
-    restore = _raise_on_sigterm()
+    restore = _raise_on_sigterm()  # before any worker exists: no moment where SIGTERM would orphan one
+    pool = _Pool()
     try:
+        pool.start(min(workers, len(activations)))
         return pool.run(activations, timeout)
     finally:
         pool.close()
@@ -86,9 +87,11 @@ class _Slot:
 
 
 class _Pool:
-    def __init__(self, count):
-        ctx = get_context("spawn")
+    def __init__(self):
         self.slots = []
+
+    def start(self, count):
+        ctx = get_context("spawn")
         for _ in range(count):
             self.slots.append(_Slot(ctx))
 

@@ -114,11 +114,38 @@ def kinks(df):
     """The finite branch boundaries of f' where its one-sided values differ, sorted."""
     out = set()
     pieces = [(e, d) for e, d in _branches(df) if not d.is_empty]
-    edges = {p for _, d in pieces for p in d.boundary if p.is_finite} if len(pieces) > 1 else set()
+    try:
+        edges = {p for _, d in pieces for p in d.boundary if p.is_finite} if len(pieces) > 1 else set()
+    except NotImplementedError:  # a condition SymPy cannot solve (max(tanh(x), x): x - tanh(x) > 0)
+        return _numeric_kinks(df)
     for c in edges:
         sides = {sp.N(e.subs(x, c), 30) for e, d in pieces if sp.Union(d, d.boundary).contains(c) is sp.true}
         if len(sides) > 1:
             out.add(c)
+    return tuple(sorted(out))
+
+
+def _numeric_kinks(df):
+    """kinks() where SymPy cannot solve the branch conditions: each condition's zeros on the grid, or between two
+    grid points where it changes sign (refined by a bracketing root finder), where f' differs on the two sides
+    at 30 digits (one side 1e-12 away)."""
+    conditions = {r.lhs - r.rhs for pw in df.atoms(sp.Piecewise) for _, c in pw.args
+                  for r in sp.sympify(c).atoms(sp.core.relational.Relational)}
+    dm, out = _mp(df, x), set()
+    with mpmath.workdps(30):
+        pts = sorted({mpmath.mpf(p) for p in GRID + (sp.Integer(0),)})
+        eps = mpmath.mpf(10) ** -12
+        for u in conditions:
+            um = _mp(u, x)
+            values = [um(p) for p in pts]
+            roots = [p for p, v in zip(pts, values) if v == 0]
+            for (a, va), (b, vb) in zip(zip(pts, values), zip(pts[1:], values[1:])):
+                if va * vb < 0:
+                    roots.append(mpmath.findroot(um, (a, b), solver="anderson"))
+            for c in roots:
+                left, right = dm(c - eps), dm(c + eps)
+                if abs(left - right) > mpmath.mpf(10) ** -6 * max(1, abs(right)):
+                    out.add(sp.Rational(str(c)) if c in pts else sp.Float(c, 15))
     return tuple(sorted(out))
 
 
@@ -172,6 +199,10 @@ def _check_poles(expr, what):
     """Refuse ``expr`` when it is infinite or undefined between the grid points: where a denominator, the argument
     of a log, or the cosine under a tan vanishes on the reals (1/(x - 0.1), tan(x), log(abs(x - 0.1)))."""
     for branch, domain in _branches(expr):
+        try:  # a pole at the edge of its branch still makes the branch unbounded: sqrt(abs(x - 0.1))'s f'
+            domain = domain.closure
+        except NotImplementedError:
+            pass
         for u in _must_not_vanish(branch):
             zeros = sp.solveset(u, x, domain)
             # a zero SymPy names is checked at 30 digits; where it names none, a sign change on the grid proves one
@@ -428,7 +459,11 @@ def _within(image, whole):
 def sup_abs(df):
     """sup over real x of |f'(x)|: (value, exact). Closed form from SymPy where it finds one, else numeric."""
     best, exact = sp.S.Zero, True
-    for dfi, domain in _branches(df):
+    branches = _branches(df)
+    if any(d.has(sp.ConditionSet) for _, d in branches):  # branches SymPy cannot delimit: f' as a whole
+        value = _sup_abs_numeric(df, sp.S.Reals)
+        return (None, False) if value is None else (value, False)
+    for dfi, domain in branches:
         if domain.is_empty:
             continue
         try:

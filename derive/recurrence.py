@@ -107,9 +107,11 @@ def _instantiate(expr, scalar):
     """
     def fill(fn, arg):
         (var,), body = fn.variables, fn.expr
-        body = body.subs(sp.Derivative(f_generic(var), var), scalar.df.subs(x_scalar, var))
-        body = body.subs(f_generic(var), scalar.f.subs(x_scalar, var))
-        return ElementwiseApplyFunction(sp.Lambda(x_scalar, body.subs(var, x_scalar)), arg)
+        # x for the Dummy first, then f and f' put in whole: substituting into f and f' instead rebuilds them
+        # level by level, exponentially slowly for deep nests (tanh 12 deep: minutes)
+        body = body.xreplace({var: x_scalar})
+        body = body.xreplace({sp.Derivative(f_generic(x_scalar), x_scalar): scalar.df, f_generic(x_scalar): scalar.f})
+        return ElementwiseApplyFunction(sp.Lambda(x_scalar, body), arg)
 
     return expr.replace(ElementwiseApplyFunction, fill)
 
