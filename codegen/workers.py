@@ -3,8 +3,10 @@
     derive_in_workers([Activation], workers, timeout) -> [Derivation]   (same order)
 
 SymPy cannot be interrupted inside a computation, so a derivation that runs past its limit is stopped by killing
-the process it runs in. Each worker is a spawned process (never forked: the caller may hold threads, JAX's or
-BLAS's) that takes one activation at a time over a pipe and reports each step's name as it starts
+the process it runs in. Each worker is a fresh Python started with ``subprocess`` (never a fork of the caller, which
+may hold threads, JAX's or BLAS's; and not multiprocessing's spawn, which re-runs the caller's main script in the
+child: a training script without ``if __name__ == "__main__"`` would start training again there). It takes the
+caller's sys.path, then one activation at a time over a pipe, and reports each step's name as it starts
 (``derive(activation, progress)``); the parent waits on the pipes with a deadline per derivation. On a time limit,
 an error, Ctrl-C or SIGTERM the parent kills every worker before it returns or raises, and a worker whose parent
 died without that (SIGKILL) exits on its own: the kernel signals it (Linux's PR_SET_PDEATHSIG) and, elsewhere, a
@@ -13,10 +15,11 @@ thread that watches the parent's pid ends it within a second.
 import math
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
-from multiprocessing import connection, get_context
+from multiprocessing import connection
 
 from derive.errors import DerivationError
 from derive.recurrence import derive
@@ -68,19 +71,34 @@ def derive_in_workers(activations, workers, timeout):
         restore()
 
 
-class _Slot:
-    """One worker process, its end of the pipe, and the task it is on."""
+# The worker's whole command: read sys.path from the task pipe, then serve. Its text marks it in a process list.
+_BOOT = ("import sys; from multiprocessing.connection import Connection; tasks = Connection(int(sys.argv[1])); "
+         "sys.path[:] = tasks.recv(); from codegen.workers import _worker; "
+         "_worker(tasks, Connection(int(sys.argv[2])), int(sys.argv[3]))")
 
-    def __init__(self, ctx):
-        self.conn, child = ctx.Pipe()
-        self.process = ctx.Process(target=_worker, args=(child, os.getpid()), daemon=True,
-                                   name="rnn-bptt-derive worker")
-        self.process.start()
-        child.close()
+
+class _Slot:
+    """One worker process, the two pipes to it (tasks in, messages out), and the task it is on."""
+
+    def __init__(self):
+        task_r, task_w = os.pipe()
+        msg_r, msg_w = os.pipe()
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-c", _BOOT, str(task_r), str(msg_w), str(os.getpid())],
+                pass_fds=(task_r, msg_w), stdin=subprocess.DEVNULL)
+        except BaseException:
+            for fd in (task_r, task_w, msg_r, msg_w):
+                os.close(fd)
+            raise
+        os.close(task_r)
+        os.close(msg_w)
+        self.tasks, self.conn = connection.Connection(task_w), connection.Connection(msg_r)
+        self.tasks.send(list(sys.path))
         self.index = self.deadline = self.step = None
 
     def give(self, index, activation, timeout):
-        self.conn.send((index, activation))
+        self.tasks.send((index, activation))
         self.index, self.step = index, "starting"
         # until the worker says it started, it may still be importing SymPy
         self.deadline = time.monotonic() + STARTUP_LIMIT + (timeout or 0) if timeout else None
@@ -91,9 +109,8 @@ class _Pool:
         self.slots = []
 
     def start(self, count):
-        ctx = get_context("spawn")
         for _ in range(count):
-            self.slots.append(_Slot(ctx))
+            self.slots.append(_Slot())
 
     def run(self, activations, timeout):
         results, pending = [None] * len(activations), list(range(len(activations)))[::-1]
@@ -111,9 +128,8 @@ class _Pool:
                 try:
                     kind, index, value = conn.recv()
                 except (EOFError, OSError):
-                    slot.process.join(1)
-                    raise DerivationError(f"{a.name}: the process deriving {a.expr} ended unexpectedly (exit code "
-                                          f"{slot.process.exitcode}) in step {slot.step!r}") from None
+                    raise DerivationError(f"{a.name}: the process deriving {_short(a.expr)} ended unexpectedly "
+                                          f"(exit code {_exit_code(slot.process)}) in step {slot.step!r}") from None
                 if kind == "step":
                     if slot.step == "starting" and timeout:
                         slot.deadline = time.monotonic() + timeout
@@ -140,20 +156,28 @@ class _Pool:
     def close(self):
         """Stop every worker: asked to, when idle; killed, when busy or slow to go."""
         for slot in self.slots:
-            if slot.index is None and slot.process.is_alive():
+            if slot.index is None:
                 try:
-                    slot.conn.send(None)
+                    slot.tasks.send(None)
                 except OSError:
                     pass
-        for slot in self.slots:
-            if slot.index is not None:
+            else:
                 slot.process.kill()
         for slot in self.slots:
-            slot.process.join(2)
-            if slot.process.is_alive():
+            try:
+                slot.process.wait(2)
+            except subprocess.TimeoutExpired:
                 slot.process.kill()
-                slot.process.join()
+                slot.process.wait()
+            slot.tasks.close()
             slot.conn.close()
+
+
+def _exit_code(process):
+    try:
+        return process.wait(1)
+    except subprocess.TimeoutExpired:
+        return "none yet"
 
 
 def _short(expr, limit=120):
@@ -179,14 +203,15 @@ def _raise_on_sigterm():
     return lambda: signal.signal(signal.SIGTERM, previous)
 
 
-def _worker(conn, parent_pid):
-    """A worker's life: take (index, Activation) until None or EOF; send each step, then the result or the error."""
+def _worker(tasks, conn, parent_pid):
+    """A worker's life: take (index, Activation) from ``tasks`` until None or EOF; send each step, then the result or
+    the error, on ``conn``."""
     # Ctrl-C reaches the whole process group; the parent decides what happens and kills the workers itself
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _exit_with_parent(parent_pid)
     while True:
         try:
-            task = conn.recv()
+            task = tasks.recv()
         except (EOFError, OSError):
             return
         if task is None:

@@ -112,7 +112,7 @@ def test_command_line_refuses_a_bad_timeout():
 
 
 def _children(pid):
-    """PIDs of the live processes whose parent is ``pid`` and that run a multiprocessing worker."""
+    """PIDs of the live processes whose parent is ``pid`` and that run a derivation worker (codegen.workers)."""
     out = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -122,7 +122,7 @@ def _children(pid):
             except OSError:
                 continue
             fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
-            if fields.get("PPid", "").strip() == str(pid) and b"spawn_main" in cmdline:
+            if fields.get("PPid", "").strip() == str(pid) and b"codegen.workers" in cmdline:
                 out.append(int(entry.name))
     return out
 
@@ -167,3 +167,16 @@ def test_killing_the_command_during_derivation_leaves_no_worker(sig):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_a_script_without_a_main_guard_is_not_run_again_by_the_workers(tmp_path):
+    """A training script that derives at import level (no ``if __name__ == "__main__"``): the worker is a fresh
+    Python that never imports the script, so its top level runs once."""
+    script = tmp_path / "train.py"
+    script.write_text(f"import sys\nsys.path.insert(0, {str(ROOT)!r})\nprint('top level ran', flush=True)\n"
+                      "from codegen.build import derive_all\nfrom derive import Activation\n"
+                      "from derive.parse import X\n"
+                      "print([d.name for d in derive_all([Activation('a', X)], workers=1, timeout=60)])\n")
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ["top level ran", "['a']"]
