@@ -26,7 +26,7 @@ from derive.recurrence import derive
 
 DEFAULT_TIMEOUT = 60.0  # seconds per derivation; the whole catalogue takes 0.1-3 s each on a 2-core machine
 TIMEOUT_ENV = "RNN_BPTT_DERIVE_TIMEOUT"
-STARTUP_LIMIT = 60.0  # seconds a spawned worker may take to import SymPy and take its first task
+STARTUP_LIMIT = 60.0  # seconds a new worker may take to import SymPy and take its first task
 FROM_ENV = object()  # the default of every ``timeout=``: $RNN_BPTT_DERIVE_TIMEOUT, else DEFAULT_TIMEOUT
 
 
@@ -57,7 +57,7 @@ def resolve_timeout(timeout=FROM_ENV):
 
 
 def derive_in_workers(activations, workers, timeout):
-    """[Activation] -> [Derivation] in ``workers`` spawned processes, each derivation limited to ``timeout``
+    """[Activation] -> [Derivation] in ``workers`` worker processes, each derivation limited to ``timeout``
     seconds (None: no limit). Raises DerivationError for the first activation refused, failed or out of time; the
     message of a time limit names the activation, its expression and the step that ran out."""
     activations = list(activations)
@@ -94,8 +94,13 @@ class _Slot:
         os.close(task_r)
         os.close(msg_w)
         self.tasks, self.conn = connection.Connection(task_w), connection.Connection(msg_r)
-        self.tasks.send(list(sys.path))
         self.index = self.deadline = self.step = None
+        try:
+            self.tasks.send(list(sys.path))
+        except BaseException:  # not yet in the pool, so nothing else would stop it
+            self.process.kill()
+            self.process.wait()
+            raise
 
     def give(self, index, activation, timeout):
         self.tasks.send((index, activation))
