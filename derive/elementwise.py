@@ -91,8 +91,10 @@ class _Steps:
             self.progress(name)
         try:
             return fn(*args)
-        except DerivationError:
-            raise
+        except DerivationError as e:
+            if show(self.f) in str(e):
+                raise
+            raise DerivationError(f"activation {show(self.f)}: {e}") from e  # a helper's refusal, placed
         except Exception as e:  # NotImplementedError from solve, ZeroDivisionError from mpmath, RecursionError...
             if optional is not _REQUIRED:
                 return optional
@@ -309,8 +311,8 @@ def _branches(f):
         try:
             domain = rest if cond is sp.true else sp.Intersection(rest, cond.as_set())
         except NotImplementedError:  # abs(sin(x)): a kink at every k*pi
-            raise DerivationError(f"{show(f)} changes branch where {show(cond)}, which SymPy cannot solve on the "
-                                  f"reals (infinitely many kinks?): only finitely many kinks are supported") from None
+            raise DerivationError(f"it changes branch where {show(cond)}, which SymPy cannot solve on the reals "
+                                  f"(infinitely many kinks?): only finitely many kinks are supported") from None
         out.append((expr, domain))
         rest = sp.Complement(rest, domain)
     return out
