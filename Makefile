@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 EXTRAS ?= test
 STAMP := $(VENV)/.installed-$(EXTRAS)
 
-.PHONY: derive test check docs bench demo analysis clean
+.PHONY: derive test explore help check docs bench demo analysis clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -14,7 +14,8 @@ $(STAMP): setup.cfg pyproject.toml
 	$(PY) -m pip install --quiet -e '.[$(EXTRAS)]'
 	touch $@
 
-## derive: regenerate generated/ (kernels and LaTeX) from the catalogue and derive/user_activations.json
+## derive: regenerate generated/ (kernels and LaTeX) from the catalogue and derive/user_activations.json;
+##   each derivation stops after RNN_BPTT_DERIVE_TIMEOUT seconds (default 60; 0: no limit)
 derive: $(STAMP)
 	$(PY) -m codegen
 
@@ -22,9 +23,17 @@ derive: $(STAMP)
 check: $(STAMP)
 	$(PY) -m codegen --check
 
-## test: the whole test suite
+## test: the whole test suite; property tests replay fixed examples, the same on every clone and run
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+## explore: the property and fuzz tests drawing new examples each run (failures kept in .hypothesis/)
+explore: $(STAMP)
+	HYPOTHESIS_PROFILE=explore $(PY) -m pytest tests/test_properties.py tests/test_fuzz_parse.py $(PYTEST_ARGS)
+
+## help: these targets
+help:
+	@grep -h '^## ' $(MAKEFILE_LIST) | sed 's/^## //'
 
 ## docs: the LaTeX derivations in generated/latex/ compiled to PDF under build/docs/ (needs pdflatex)
 docs: derive

@@ -5,29 +5,39 @@
     # {path: text} -> generated/          codegen.write.write_tree (one transaction, under a lock)
 """
 import difflib
-import multiprocessing
 import os
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from codegen.render import render
 from codegen.write import locked, write_tree
+from codegen.workers import DEFAULT_TIMEOUT, FROM_ENV, TIMEOUT_ENV, derive_in_workers, resolve_timeout
 from derive.catalogue import CATALOGUE, USER_FILE, all_activations
 from derive.cell import CELL_DIRS, derive_cell, read_cells
 from derive.recurrence import derive
+
+__all__ = ["DEFAULT_TIMEOUT", "FROM_ENV", "TIMEOUT_ENV", "build", "derive_all", "derive_cells", "drift", "emit"]
 
 ROOT = Path(__file__).resolve().parent.parent
 GENERATED = ROOT / "generated"
 
 
-def derive_all(activations, workers=None):
-    """[Activation] -> [Derivation], in the same order. SymPy is single-threaded: one process per core."""
+def derive_all(activations, workers=None, timeout=FROM_ENV):
+    """[Activation] -> [Derivation], in the same order. SymPy is single-threaded: one process per core.
+
+    ``timeout`` is the limit in seconds on each derivation: left out, $RNN_BPTT_DERIVE_TIMEOUT (0 or none: no
+    limit), else DEFAULT_TIMEOUT (60 s); None: no limit. Under a limit every derivation runs in a spawned worker
+    process, ``workers=1`` included, since only a process can be stopped in the middle of SymPy. Raises
+    DerivationError for the first activation refused, or out of time (naming the step that ran out); no worker
+    outlives the call.
+    """
+    activations = list(activations)
+    timeout = resolve_timeout(timeout)
     workers = workers or min(len(activations), os.cpu_count() or 1)
-    if workers <= 1 or len(activations) <= 1:
+    if not activations:
+        return []
+    if timeout is None and (workers <= 1 or len(activations) <= 1):
         return [derive(a) for a in activations]
-    # spawn, not fork: a process that has started threads (JAX, BLAS) must not fork
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return list(pool.map(derive, activations))
+    return derive_in_workers(activations, max(1, workers), timeout)
 
 
 def derive_cells(cell_dirs=CELL_DIRS):
@@ -35,25 +45,26 @@ def derive_cells(cell_dirs=CELL_DIRS):
     return [derive_cell(c) for c in read_cells(cell_dirs)]
 
 
-def emit(user_file=USER_FILE, workers=None, base=CATALOGUE, cell_dirs=CELL_DIRS):
+def emit(user_file=USER_FILE, workers=None, base=CATALOGUE, cell_dirs=CELL_DIRS, timeout=FROM_ENV):
     """Everything ``make derive`` writes, as {path relative to generated/: text}; writes nothing.
 
     ``base`` is the built-in catalogue (tests pass a shorter one to stay fast); ``cell_dirs`` hold the cells'
-    definitions (``*.cell``).
+    definitions (``*.cell``); ``timeout`` as in ``derive_all``.
     """
     # [Activation] -> [Derivation]
-    derivations = derive_all(all_activations(user_file, base), workers)
+    derivations = derive_all(all_activations(user_file, base), workers, timeout)
     # [Cell] -> [CellDerivation]
     cells = derive_cells(cell_dirs)
     # [Derivation], [CellDerivation] -> {path: text}
     return render(derivations, cells)
 
 
-def build(root=GENERATED, user_file=USER_FILE, workers=None, base=CATALOGUE, cell_dirs=CELL_DIRS):
+def build(root=GENERATED, user_file=USER_FILE, workers=None, base=CATALOGUE, cell_dirs=CELL_DIRS,
+          timeout=FROM_ENV):
     """Regenerate ``root`` from the catalogue and the cells; returns the relative paths that changed."""
     # the lock spans the read of user_file too: an `add` finishing meanwhile would otherwise be undone
     with locked(root, [user_file, Path(cell_dirs[-1])]):
-        files = emit(user_file, workers, base, cell_dirs)
+        files = emit(user_file, workers, base, cell_dirs, timeout)
         # {path: text} -> generated/
         return write_tree(files, root)
 

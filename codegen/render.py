@@ -15,6 +15,7 @@ from codegen.latex_printer import latex, latex_terms
 from codegen.numpy_printer import elementwise_body, scalar_body, ufunc_call
 from codegen.text_printer import scalar_text, text
 from codegen.write import write_tree  # noqa: F401  (its old home: interop and older callers import it from here)
+from derive.catalogue import check_name
 from derive.elementwise import H as h_symbol
 from derive.functions import sigmoid, softplus
 from derive.parse import X as x_symbol
@@ -308,7 +309,15 @@ def latex_context(d):
 
 
 def render(derivations, cells=()):
-    """{path relative to generated/: text} for every generated file; ``cells`` are CellDerivations."""
+    """{path relative to generated/: text} for every generated file; ``cells`` are CellDerivations.
+
+    Each name becomes a file name and is written into Python source, so it is checked here too (``check_name``:
+    a lowercase identifier), not only where the command line reads it; two derivations may not share a name.
+    """
+    seen = set()
+    for d in derivations:
+        check_name(d.name, seen)
+        seen.add(d.name)
     files = {
         "__init__.py": ENV.get_template("init.py.jinja").render(
             header=header("init.py.jinja"), names=[d.name for d in derivations], cells=[c.name for c in cells]),

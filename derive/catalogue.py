@@ -23,13 +23,45 @@ USER_FILE = Path(__file__).with_name("user_activations.json")
 NAME_PATTERN = re.compile(r"[a-z][a-z0-9_]{0,39}")
 
 
+def check_name(name, taken=()):
+    """Refuse a name that cannot become a module ``rnn_<name>`` or is already taken."""
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name) or keyword.iskeyword(name):
+        raise DerivationError(f"activation name {name!r} must be a lowercase identifier: a letter, then letters, "
+                              f"digits or '_', at most 40 characters")
+    if name in taken:
+        raise DerivationError(f"activation name {name!r} is already taken")
+
+
 @dataclass(frozen=True)
 class Activation:
-    """One catalogue entry: ``expr`` is f(x); ``params`` maps the parameter symbols in it to their values."""
+    """One catalogue entry: ``expr`` is f(x); ``params`` maps the parameter symbols in it to their values.
+
+    Checked here, where library callers enter as well as the command line: ``name`` must suit a module name
+    (``check_name``), ``expr`` must be a SymPy expression and each parameter a SymPy symbol with a number (a SymPy
+    number, int or float). Strings are refused: SymPy would evaluate them as Python when substituting.
+    Raises DerivationError.
+    """
 
     name: str
     expr: sp.Expr
     params: dict = field(default_factory=dict, hash=False, compare=False)
+
+    def __post_init__(self):
+        check_name(self.name)
+        if not isinstance(self.expr, sp.Expr):
+            raise DerivationError(f"activation {self.name!r}: expr must be a SymPy expression in x (text goes "
+                                  f"through parse_expression), got {type(self.expr).__name__}: {self.expr!r:.80}")
+        if not isinstance(self.params, dict):
+            raise DerivationError(f"activation {self.name!r}: params must be a dict of SymPy symbols to numbers, "
+                                  f"got {type(self.params).__name__}")
+        for symbol, value in self.params.items():
+            if not isinstance(symbol, sp.Symbol):
+                raise DerivationError(f"activation {self.name!r}: parameter {symbol!r:.80} must be a SymPy Symbol, "
+                                      f"got {type(symbol).__name__}")
+            number = isinstance(value, sp.Expr) and value.is_number
+            if not (number or (isinstance(value, (int, float)) and not isinstance(value, bool))):
+                raise DerivationError(f"activation {self.name!r}: parameter {symbol} must be a SymPy number, int or "
+                                      f"float, got {type(value).__name__}: {value!r:.80}")
 
     def bound(self):
         """f(x) with the parameter values substituted."""
@@ -58,15 +90,6 @@ CATALOGUE = (
     Activation("mish", x * sp.tanh(softplus(x))),
     Activation("sin", sp.sin(x)),
 )
-
-
-def check_name(name, taken=()):
-    """Refuse a name that cannot become a module ``rnn_<name>`` or is already taken."""
-    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name) or keyword.iskeyword(name):
-        raise DerivationError(f"activation name {name!r} must be a lowercase identifier: a letter, then letters, "
-                              f"digits or '_', at most 40 characters")
-    if name in taken:
-        raise DerivationError(f"activation name {name!r} is already taken")
 
 
 def read_user_file(path=USER_FILE):

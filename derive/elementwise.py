@@ -43,26 +43,111 @@ class Elementwise:
         return self.df_h is not None
 
 
-def derive_elementwise(f):
-    """f (SymPy expression in x, parameters substituted) -> Elementwise. Raises DerivationError when it cannot."""
-    f = sp.piecewise_fold(to_stable(sp.sympify(f)))
+# The steps of a derivation, in order: ``progress`` hears each name as the step starts, and a failure or a time
+# limit is reported with it. "output form" and "sup|f'|" are optional: when SymPy fails there, the derivation goes
+# on without an output form (the kernels keep E_t) or with gamma not found.
+STEPS = ("checks", "f'", "checks of f'", "kinks", "output form", "sup|f'|")
+MAX_SIMPLIFY_OPS = 40  # simplify of a longer f' takes seconds to minutes (tanh nested 12 deep) and is cosmetic
+MAX_INVERT_OPS = 60  # solve of a longer branch of f takes minutes; the output form is then not sought
+MAX_INVERT_DEGREE = 4  # polynomials of higher degree have no inverse in radicals (x**999 + x: solve never ends)
+MAX_EXP_ARGUMENT = 10**6  # exp(u) past this is a number no float holds; mpmath would spend minutes on its digits
+_REQUIRED = object()
+
+
+def derive_elementwise(f, progress=None):
+    """f (SymPy expression in x, parameters substituted) -> Elementwise. Raises DerivationError when it cannot.
+
+    ``progress``, when given, is called with each step's name (``STEPS``) as the step starts. Every failure of
+    SymPy or mpmath inside a required step becomes a DerivationError naming the expression and the step.
+    """
+    if not isinstance(f, sp.Expr):  # never sympify: a string would be evaluated as Python
+        raise DerivationError(f"activation must be a SymPy expression in x, got {type(f).__name__}: {f!r:.80}")
+    step = _Steps(f, progress)
+    f = step("checks", _checked_activation, f)
+    step.f = f
+    df = step("f'", _derivative, f)
+    step("checks of f'", _check_derivative, f, df)
+    kinks_ = step("kinks", kinks, df)
+    df_h = step("output form", output_form, f, df, optional=None)
+    gamma, exact = step("sup|f'|", sup_abs, df, optional=(None, False))
+    return Elementwise(f=f, df=df, df_h=df_h, gamma=gamma, gamma_exact=exact, kinks=kinks_)
+
+
+def show(expr, limit=120):
+    """``expr`` as text for an error message, cut to ``limit`` characters."""
+    text = str(expr)
+    return text if len(text) <= limit else f"{text[:limit - 3]}..."
+
+
+class _Steps:
+    """Runs the steps of one derivation: tells ``progress`` each step's name, and turns what SymPy raises into a
+    DerivationError naming the expression and the step (or into ``optional``, for a step that may fail)."""
+
+    def __init__(self, f, progress):
+        self.f, self.progress = f, progress
+
+    def __call__(self, name, fn, *args, optional=_REQUIRED):
+        if self.progress is not None:
+            self.progress(name)
+        try:
+            return fn(*args)
+        except DerivationError as e:
+            if show(self.f) in str(e):
+                raise
+            raise DerivationError(f"activation {show(self.f)}: {e}") from e  # a helper's refusal, placed
+        except Exception as e:  # NotImplementedError from solve, ZeroDivisionError from mpmath, RecursionError...
+            if optional is not _REQUIRED:
+                return optional
+            raise DerivationError(f"activation {show(self.f)}: SymPy failed in step {name!r} "
+                                  f"({type(e).__name__}: {show(e, 200)})") from e
+
+
+def _checked_activation(f):
+    f = sp.piecewise_fold(to_stable(f))
     _check_activation(f)
-    df = _tidy(kink_convention(sp.diff(f, x)))
-    _check_derivative(f, df)
-    df_h = output_form(f, df)
-    gamma, exact = sup_abs(df)
-    return Elementwise(f=f, df=df, df_h=df_h, gamma=gamma, gamma_exact=exact, kinks=kinks(df))
+    return f
+
+
+def _derivative(f):
+    return _tidy(kink_convention(sp.diff(f, x)))
 
 
 def kinks(df):
     """The finite branch boundaries of f' where its one-sided values differ, sorted."""
     out = set()
     pieces = [(e, d) for e, d in _branches(df) if not d.is_empty]
-    edges = {p for _, d in pieces for p in d.boundary if p.is_finite} if len(pieces) > 1 else set()
+    try:
+        edges = {p for _, d in pieces for p in d.boundary if p.is_finite} if len(pieces) > 1 else set()
+    except NotImplementedError:  # a condition SymPy cannot solve (max(tanh(x), x): x - tanh(x) > 0)
+        return _numeric_kinks(df)
     for c in edges:
         sides = {sp.N(e.subs(x, c), 30) for e, d in pieces if sp.Union(d, d.boundary).contains(c) is sp.true}
         if len(sides) > 1:
             out.add(c)
+    return tuple(sorted(out))
+
+
+def _numeric_kinks(df):
+    """kinks() where SymPy cannot solve the branch conditions: each condition's zeros on the grid, or between two
+    grid points where it changes sign (refined by a bracketing root finder), where f' differs on the two sides
+    at 30 digits (one side 1e-12 away)."""
+    conditions = {r.lhs - r.rhs for pw in df.atoms(sp.Piecewise) for _, c in pw.args
+                  for r in sp.sympify(c).atoms(sp.core.relational.Relational)}
+    dm, out = _mp(df, x), set()
+    with mpmath.workdps(30):
+        pts = sorted({mpmath.mpf(p) for p in GRID + (sp.Integer(0),)})
+        eps = mpmath.mpf(10) ** -12
+        for u in conditions:
+            um = _mp(u, x)
+            values = [um(p) for p in pts]
+            roots = [p for p, v in zip(pts, values) if v == 0]
+            for (a, va), (b, vb) in zip(zip(pts, values), zip(pts[1:], values[1:])):
+                if va * vb < 0:
+                    roots.append(mpmath.findroot(um, (a, b), solver="anderson"))
+            for c in roots:
+                left, right = dm(c - eps), dm(c + eps)
+                if abs(left - right) > mpmath.mpf(10) ** -6 * max(1, abs(right)):
+                    out.add(sp.Rational(str(c)) if c in pts else sp.Float(c, 15))
     return tuple(sorted(out))
 
 
@@ -77,7 +162,22 @@ def _check_activation(f):
     undefined = sorted(str(a.func) for a in f.atoms(sp.core.function.AppliedUndef))
     if undefined:
         raise DerivationError(f"activation {f} uses functions SymPy cannot differentiate: {', '.join(undefined)}")
-    _check_finite(f, f"activation {f} is not real and finite on the whole real line")
+    _check_constants(f, f"activation {show(f)}")
+    what = f"activation {show(f)} is not real and finite on the whole real line"
+    _check_finite(f, what)
+    _check_poles(f, what)
+
+
+FLOAT64_RANGE = (sp.Float("2.2250738585072014e-308"), sp.Float("1.7976931348623157e308"))
+
+
+def _check_constants(expr, where):
+    """Refuse a number in ``expr`` that a float64 cannot hold (x*1e200*1e200): its module could not even import."""
+    tiny, huge = FLOAT64_RANGE
+    for n in expr.atoms(sp.Number):
+        if n != 0 and not tiny <= abs(n) <= huge:
+            raise DerivationError(f"{where} has the constant {show(sp.Float(n, 3))}, beyond the range of float64 "
+                                  f"(magnitudes {float(tiny):.1e} to {float(huge):.1e}): the kernels cannot hold it")
 
 
 def _check_finite(expr, what):
@@ -85,13 +185,82 @@ def _check_finite(expr, what):
     fm = _mp(expr, x)
     with mpmath.workdps(30):
         for p in GRID + (sp.Integer(0),):
+            reason = "undefined, infinite or complex"
             try:
                 value = mpmath.mpmathify(fm(mpmath.mpf(p)))
                 ok = isinstance(value, mpmath.mpf) and mpmath.isfinite(value)
-            except (ZeroDivisionError, ValueError, OverflowError):
+            except OverflowError as e:
+                ok, reason = False, f"beyond any float ({e})"
+            except (ZeroDivisionError, ValueError):
                 ok = False
             if not ok:
-                raise DerivationError(f"{what}: at x = {p} it is undefined, infinite or complex")
+                raise DerivationError(f"{what}: at x = {p} it is {reason}")
+
+
+def _check_poles(expr, what):
+    """Refuse ``expr`` when it is infinite or undefined between the grid points: where a denominator, the argument
+    of a log, or the cosine under a tan vanishes on the reals (1/(x - 0.1), tan(x), log(abs(x - 0.1)))."""
+    for branch, domain in _branches(expr):
+        try:  # a pole at the edge of its branch still makes the branch unbounded: sqrt(abs(x - 0.1))'s f'
+            domain = domain.closure
+        except NotImplementedError:
+            pass
+        for u in _must_not_vanish(branch):
+            zeros = sp.solveset(u, x, domain)
+            # a zero SymPy names is checked at 30 digits; where it names none, a sign change on the grid proves one
+            point = next((p for p in _candidates(zeros) if _vanishes(u, p, domain)), None)
+            if point is None and zeros.is_empty is not True:
+                point = _sign_change(u, domain)
+            if point is not None:
+                raise DerivationError(f"{what}: {show(u)} = 0 at x = {show(point)}, and there it is infinite "
+                                      f"or undefined")
+
+
+def _must_not_vanish(expr):
+    """The sub-expressions of ``expr`` whose real zeros make it infinite or undefined."""
+    out = []
+    for node in sp.preorder_traversal(expr):
+        if isinstance(node, sp.Pow) and node.exp.is_negative and node.base.has(x):
+            out.append(node.base)
+        elif isinstance(node, sp.log) and node.args[0].has(x):
+            out.append(node.args[0])
+        elif isinstance(node, sp.tan) and node.args[0].has(x):
+            out.append(sp.cos(node.args[0]))
+    return list(dict.fromkeys(out))
+
+
+def _candidates(zeros, count=5):
+    """A few points of a solution set: the elements of a finite set, the images of n = 0, 1, -1, ... of an ImageSet."""
+    if isinstance(zeros, sp.FiniteSet):
+        return sorted(zeros, key=lambda p: abs(sp.N(p)))[:count]
+    if isinstance(zeros, sp.ImageSet) and len(zeros.lamda.variables) == 1:
+        return [zeros.lamda(n) for n in (0, 1, -1, 2, -2)[:count]]
+    if isinstance(zeros, (sp.Union, sp.Intersection, sp.Complement)):
+        return [p for part in zeros.args for p in _candidates(part, count)]
+    return []
+
+
+def _vanishes(u, point, domain):
+    try:
+        value, where = complex(sp.N(point, 30)), domain.contains(point)
+        return abs(value.imag) < 1e-20 and where is not sp.false and abs(sp.N(u.subs(x, point), 30)) < 1e-20
+    except (TypeError, ValueError):
+        return False
+
+
+def _sign_change(u, domain):
+    """A grid point next to which ``u`` changes sign within ``domain`` (so it vanishes nearby), else None."""
+    um = _mp(u, x)
+    pts = sorted(set(_points(domain)))
+    with mpmath.workdps(30):
+        try:
+            signs = [mpmath.sign(um(mpmath.mpf(p))) for p in pts]
+        except (ZeroDivisionError, ValueError, OverflowError, TypeError):
+            return None
+    for p, a, b in zip(pts, signs, signs[1:]):
+        if a * b < 0:
+            return p
+    return None
 
 
 def kink_convention(df):
@@ -108,6 +277,8 @@ def _tidy(expr):
     def kinds(e):
         return {type(a) for a in e.atoms(sp.Function)}
 
+    if sp.count_ops(expr) > MAX_SIMPLIFY_OPS:
+        return expr
     simpler = sp.simplify(expr)
     if sp.count_ops(simpler) < sp.count_ops(expr) and kinds(simpler) <= kinds(expr) and not simpler.has(sp.I):
         return simpler
@@ -122,26 +293,53 @@ def _check_derivative(f, df):
         raise DerivationError(f"the derivative of {f} has a Dirac delta: {f} is discontinuous")
     if df.is_zero:
         raise DerivationError(f"activation {f} has derivative 0 everywhere: every gradient would be zero")
-    _check_finite(df, f"activation {f} is not differentiable everywhere: its derivative {df} is not finite")
+    _check_constants(df, f"the derivative of {show(f)}")
+    what = f"activation {show(f)} is not differentiable everywhere: its derivative {show(df)} is not finite"
+    _check_finite(df, what)
+    _check_poles(df, what)
 
 
 def _branches(f):
     """[(expr, set of x)] covering the reals, one per Piecewise branch (a single branch when f is smooth)."""
     if f.has(sp.Abs, sp.Max, sp.Min, sp.sign):
-        f = sp.piecewise_fold(f.rewrite(sp.Piecewise))
+        f = f.rewrite(sp.Piecewise)
+    f = sp.piecewise_fold(f)  # Piecewise(...) + erf(x) -> one Piecewise, so each branch is seen
     if not isinstance(f, sp.Piecewise):
         return [(f, sp.S.Reals)]
     out, rest = [], sp.S.Reals
     for expr, cond in f.args:
-        domain = rest if cond is sp.true else sp.Intersection(rest, cond.as_set())
+        try:
+            domain = rest if cond is sp.true else sp.Intersection(rest, cond.as_set())
+        except NotImplementedError:  # abs(sin(x)): a kink at every k*pi
+            raise DerivationError(f"it changes branch where {show(cond)}, which SymPy cannot solve on the reals "
+                                  f"(infinitely many kinks?): only finitely many kinks are supported") from None
         out.append((expr, domain))
         rest = sp.Complement(rest, domain)
     return out
 
 
 def _mp(expr, var):
-    """A 40-digit mpmath function of ``var`` (the named primitives written out first)."""
-    return sp.lambdify(var, to_elementary(expr), modules=["mpmath"])
+    """A 40-digit mpmath function of ``var`` (the named primitives written out first).
+
+    exp, sinh and cosh refuse (OverflowError) an argument past MAX_EXP_ARGUMENT: mpmath would compute a number
+    of that many digits' exponent, for minutes (exp(exp(exp(x))) at x = 30), and no float could hold it anyway.
+    """
+    return sp.lambdify(var, to_elementary(expr), modules=[_BOUNDED, "mpmath"])
+
+
+def _bounded(name):
+    fn = getattr(mpmath, name)
+
+    def bounded(u):
+        if isinstance(u, mpmath.mpf) and (u if name == "exp" else abs(u)) > MAX_EXP_ARGUMENT:
+            raise OverflowError(f"{name} of {mpmath.nstr(u, 5)}")
+        return fn(u)
+
+    bounded.__name__ = f"bounded_{name}"
+    return bounded
+
+
+_BOUNDED = {name: _bounded(name) for name in ("exp", "sinh", "cosh")}
 
 
 def _points(domain):
@@ -171,9 +369,13 @@ def _invert_branch(fi, dfi, domain):
         return None
     for inv in _inverses(fi, domain):
         at_inverse = to_elementary(dfi).subs(x, inv)
+        if sp.count_ops(at_inverse) > MAX_INVERT_OPS:
+            continue  # simplify would run for minutes (tanh nested 12 deep): no output form is sought
         # tanh(atanh(h)) folds by itself; what solve returns for other branches needs exp form to simplify.
         for candidate in (sp.simplify(at_inverse), sp.simplify(at_inverse.rewrite(sp.exp))):
             candidate = to_stable(min(candidate, sp.factor(candidate), key=sp.count_ops))
+            if sp.count_ops(candidate) > MAX_SIMPLIFY_OPS:
+                continue  # proving a longer one runs for minutes (tanh nested 5 deep)
             if not candidate.has(x, sp.I) and _verified(candidate, fi, dfi, domain):
                 return candidate
     return None
@@ -182,6 +384,11 @@ def _invert_branch(fi, dfi, domain):
 def _inverses(fi, domain):
     """Candidate inverses x = g(h) of h = fi(x) on ``domain``: solveset's finite answers, else solve's."""
     equation = sp.Eq(H, to_elementary(fi))
+    if sp.count_ops(fi) > MAX_INVERT_OPS:
+        return []
+    poly = fi.as_poly(x) if fi.is_polynomial(x) else None
+    if poly is not None and poly.degree() > MAX_INVERT_DEGREE:
+        return []
     try:
         found = sp.solveset(equation, x, domain)
         if isinstance(found, sp.Intersection):
@@ -195,8 +402,9 @@ def _inverses(fi, domain):
 
 def _verified(g, fi, dfi, domain):
     """g(fi(x)) == dfi(x): SymPy proves it symbolically, and it holds at 40 digits on the grid."""
-    if sp.simplify(to_elementary(g.subs(H, fi) - dfi)) != 0:
-        return False
+    difference = to_elementary(g.subs(H, fi) - dfi)
+    if sp.count_ops(difference) > MAX_INVERT_OPS or sp.simplify(difference) != 0:
+        return False  # unproven; a longer difference would take minutes to simplify (tanh nested 5 deep)
     gm, fm, dm = _mp(g, H), _mp(fi, x), _mp(dfi, x)
     with mpmath.workdps(_DIGITS):
         try:
@@ -253,7 +461,11 @@ def _within(image, whole):
 def sup_abs(df):
     """sup over real x of |f'(x)|: (value, exact). Closed form from SymPy where it finds one, else numeric."""
     best, exact = sp.S.Zero, True
-    for dfi, domain in _branches(df):
+    branches = _branches(df)
+    if any(d.has(sp.ConditionSet) for _, d in branches):  # branches SymPy cannot delimit: f' as a whole
+        value = _sup_abs_numeric(df, sp.S.Reals)
+        return (None, False) if value is None else (value, False)
+    for dfi, domain in branches:
         if domain.is_empty:
             continue
         try:

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 import sympy as sp
 from sympy.matrices.expressions.applyfunc import ElementwiseApplyFunction
 
-from derive.catalogue import Activation
-from derive.elementwise import H as h_scalar, Elementwise, derive_elementwise
+from derive.catalogue import Activation, check_name
+from derive.elementwise import H as h_scalar, Elementwise, derive_elementwise, show
 from derive.errors import DerivationError
 from derive.parse import X as x_scalar
 
@@ -107,16 +107,41 @@ def _instantiate(expr, scalar):
     """
     def fill(fn, arg):
         (var,), body = fn.variables, fn.expr
-        body = body.subs(sp.Derivative(f_generic(var), var), scalar.df.subs(x_scalar, var))
-        body = body.subs(f_generic(var), scalar.f.subs(x_scalar, var))
-        return ElementwiseApplyFunction(sp.Lambda(x_scalar, body.subs(var, x_scalar)), arg)
+        # x for the Dummy first, then f and f' put in whole: substituting into f and f' instead rebuilds them
+        # level by level, exponentially slowly for deep nests (tanh 12 deep: minutes)
+        body = body.xreplace({var: x_scalar})
+        body = body.xreplace({sp.Derivative(f_generic(x_scalar), x_scalar): scalar.df, f_generic(x_scalar): scalar.f})
+        return ElementwiseApplyFunction(sp.Lambda(x_scalar, body), arg)
 
     return expr.replace(ElementwiseApplyFunction, fill)
 
 
-def derive(activation):
-    """Activation -> Derivation. Raises DerivationError (a ValueError) when the activation cannot be derived."""
-    scalar = derive_elementwise(activation.bound())
+def derive(activation, progress=None):
+    """Activation -> Derivation. Raises DerivationError (a ValueError) when the activation cannot be derived.
+
+    ``progress``, when given, is called with each step's name as it starts (``derive.elementwise.STEPS``, then
+    "matrix calculus"): a caller that runs this under a time limit can say where it ran out.
+    """
+    if not isinstance(activation, Activation):
+        raise DerivationError(f"derive takes an Activation, got {type(activation).__name__}: {activation!r:.80}")
+    check_name(activation.name)  # it becomes a module name and file name: refuse it before any work
+    try:
+        scalar = derive_elementwise(activation.bound(), progress)
+    except DerivationError as e:
+        raise DerivationError(f"{activation.name}: {e}") from e.__cause__
+    if progress is not None:
+        progress("matrix calculus")
+    try:
+        return _matrix_calculus(activation, scalar)
+    except DerivationError:
+        raise
+    except Exception as e:  # SymPy's matrix calculus does not fail for any f today: still no raw traceback
+        raise DerivationError(f"{activation.name}: activation {show(scalar.f)}: SymPy failed in step "
+                              f"'matrix calculus' ({type(e).__name__}: {show(e, 200)})") from e
+
+
+def _matrix_calculus(activation, scalar):
+    """The Jacobian and the BPTT equations for the scalar derivation ``scalar``."""
     pre_activation = V * x_t + W * h_prev + b_h
     output_generic = ElementwiseApplyFunction(f_generic, E_t)
 

@@ -75,11 +75,23 @@ def _array(value, name):
     return array
 
 
-def _shape(array, name, expected, labels):
-    """A ValueError naming ``name``, its expected shape in symbols and numbers, and the shape given."""
+def _shape(array, name, expected, labels, origins=None):
+    """A ValueError naming ``name``, its expected shape in symbols and numbers, and the shape given.
+
+    ``origins`` maps a size's symbol to the argument it was read from ("x, shape (T, N, D) = (4, 2, 3)"): a size
+    that disagrees is then told with both sides, since either argument may be the wrong one.
+    """
     if array.shape != expected:
         symbols = f"({labels[0]},)" if len(labels) == 1 else f"({', '.join(labels)})"
-        raise ValueError(f"{name} must have shape {symbols} = {tuple(expected)}, got {array.shape}")
+        message = f"{name} must have shape {symbols} = {tuple(expected)}, got {array.shape}"
+        if origins and array.ndim == len(expected):
+            clashes = [f"its {label} = {got} disagrees with {label} = {want} from {origins[label]}"
+                       for label, got, want in zip(labels, array.shape, expected) if got != want and label in origins]
+            sources = sorted({origins[label].split(",")[0] for label, got, want in zip(labels, array.shape, expected)
+                              if got != want and label in origins})
+            if clashes:
+                message += f": {'; '.join(clashes)} (either {name} or {' or '.join(sources)} is wrong)"
+        raise ValueError(message)
 
 
 def check_forward(x, h0, V, W, b):
@@ -93,10 +105,12 @@ def check_forward(x, h0, V, W, b):
     H = h0.shape[1]
     if min(T, N, D, H) < 1:
         raise ValueError(f"sizes must be at least 1, got T, N, D, H = {T}, {N}, {D}, {H}")
-    _shape(h0, "h0", (N, H), ("N", "H"))
-    _shape(V, "V", (H, D), ("H", "D"))
-    _shape(W, "W", (H, H), ("H", "H"))
-    _shape(b, "b", (H,), ("H",))
+    from_x, from_h0 = f"x, shape (T, N, D) = {x.shape}", f"h0, shape (N, H) = {h0.shape}"
+    origins = {"N": from_x, "D": from_x, "H": from_h0}
+    _shape(h0, "h0", (N, H), ("N", "H"), origins)
+    _shape(V, "V", (H, D), ("H", "D"), origins)
+    _shape(W, "W", (H, H), ("H", "H"), origins)
+    _shape(b, "b", (H,), ("H",), origins)
     dtypes = {n: a.dtype for n, a in zip(("x", "h0", "V", "W", "b"), (x, h0, V, W, b))}
     if len(set(dtypes.values())) > 1:
         given = ", ".join(f"{n} {d}" for n, d in dtypes.items())

@@ -43,6 +43,7 @@ USES_OUTPUT = False
 GAMMA = 1.088498161251728  # sup |f'| (numeric, to 15 digits)
 BACKEND = "auto"  # "auto": compiled loops (Numba) for small N*H*H when installed; or force "numpy" / "numba"
 NUMBA_MAX_WORK = 8192  # N*H*H at or below which the compiled loop beats NumPy's per-step calls
+JACOBIAN_MAX_BYTES = 2**30  # jacobian_products refuses to allocate more (1 GiB) unless given max_bytes=
 KINKS = ()  # where f' jumps: finite differences must stay clear
 
 
@@ -183,14 +184,22 @@ def derivatives(cache):
     return activation_derivative(cache.E)
 
 
-def jacobian_products(cache, t):
+def jacobian_products(cache, t, max_bytes=JACOBIAN_MAX_BYTES):
     """dh_t/dh_k for every k = 0..t-1, as P (t, N, H, H) with P[k] = dh_t/dh_k, t in 1..T.
 
     Accumulated from the one-step Jacobians, newest first: dh_t/dh_k = (dh_t/dh_{k+1}) diag(f'(E_{k+1})) W.
+    P takes t*N*H*H floats: past ``max_bytes`` (JACOBIAN_MAX_BYTES, 1 GiB) this raises a MemoryError that says
+    how much it would take, before allocating; pass a larger ``max_bytes`` (or None) to allow it, or use the
+    matrix-free ``pushforward`` and ``pullback``.
     """
     t = check_time(cache, t)
-    d = derivatives(cache)
     N, H = cache.h0.shape
+    size = t * N * H * H * cache.h.dtype.itemsize
+    if max_bytes is not None and size > max_bytes:
+        raise MemoryError(f"jacobian_products would allocate t*N*H*H = {t}*{N}*{H}*{H} {cache.h.dtype} values, "
+                          f"{size / 2**30:.2f} GiB, above max_bytes = {max_bytes / 2**30:.2f} GiB: pass a larger "
+                          f"max_bytes= (or None), or use pushforward / pullback, which never form the matrices")
+    d = derivatives(cache)
     P = np.empty((t, N, H, H), dtype=cache.h.dtype)
     P[t - 1] = d[t - 1][:, :, None] * cache.W  # dh_t/dh_{t-1} = diag(E_t*(1 - tanh(softplus(E_t))**2)*sigmoid(E_t) + tanh(softplus(E_t))) W
     for k in range(t - 2, -1, -1):

@@ -5,11 +5,13 @@ import numpy as np
 import pytest
 from hypothesis import settings
 
-# In CI the property tests replay the same examples every run (derandomize): a red CI then always means the same
-# failure. Locally they explore new examples each run.
-settings.register_profile("ci", derandomize=True)
-if os.environ.get("CI"):
-    settings.load_profile("ci")
+# `make test` (and plain pytest) replays the same examples on every clone and every run: derandomized, with no
+# example database, so a red suite always means the same failure and no .hypothesis/ directory replays an old one.
+# `make explore` (HYPOTHESIS_PROFILE=explore) draws new examples each run and keeps the failures it finds in
+# .hypothesis/; each derivation there is still under the time limit, so no example can run for minutes.
+settings.register_profile("replay", derandomize=True, database=None)
+settings.register_profile("explore", derandomize=False)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "replay"))
 
 import generated
 

@@ -230,3 +230,19 @@ def test_product_arguments_are_checked():
         tanh.pullback(cache, np.zeros((2, 5)), 3, 3)
     with pytest.raises(ValueError, match=r"t must be an integer in 1..T = 1..4, got 5"):
         tanh.jacobian_products(cache, 5)
+
+
+def test_jacobian_products_refuses_to_allocate_past_max_bytes():
+    """t*N*H*H floats are checked before allocating: 1 GiB by default, max_bytes= to change it."""
+    tanh = generated.load("tanh")
+    assert tanh.JACOBIAN_MAX_BYTES == 2**30
+    _, cache = tanh.forward(*rnn_inputs(4, 2, 3, 5))
+    need = 4 * 2 * 5 * 5 * 8
+    with pytest.raises(MemoryError, match=r"t\*N\*H\*H = 4\*2\*5\*5 float64 values, .* above max_bytes .*"
+                                          r"pushforward / pullback"):
+        tanh.jacobian_products(cache, 4, max_bytes=need - 1)
+    assert tanh.jacobian_products(cache, 4, max_bytes=need).shape == (4, 2, 5, 5)
+    # the README's large size, (T, N, H) = (100, 64, 512): 12.5 GiB (h is a broadcast view: nothing allocated)
+    big = cache._replace(h=np.broadcast_to(np.zeros(1), (100, 64, 512)), h0=np.zeros((64, 512)))
+    with pytest.raises(MemoryError, match=r"12\.50 GiB, above max_bytes = 1\.00 GiB"):
+        tanh.jacobian_products(big, 100)

@@ -32,6 +32,24 @@ def test_forward_shape_errors_name_the_argument(index, value, message):
 
 
 @pytest.mark.parametrize("index, value, message", [
+    (2, np.zeros((H, D + 1)), r"V must have shape \(H, D\) = \(5, 3\), got \(5, 4\): its D = 4 disagrees with D = 3 "
+                              r"from x, shape \(T, N, D\) = \(4, 2, 3\) \(either V or x is wrong\)"),
+    (1, np.zeros((N + 1, H)), r"h0 must have shape \(N, H\) = \(2, 5\), got \(3, 5\): its N = 3 disagrees with N = 2 "
+                              r"from x, shape \(T, N, D\) = \(4, 2, 3\) \(either h0 or x is wrong\)"),
+    (3, np.zeros((H - 1, H + 1)), r"W must have shape \(H, H\) = \(5, 5\), got \(4, 6\): its H = 4 disagrees with "
+                                  r"H = 5 from h0, shape \(N, H\) = \(2, 5\); its H = 6 disagrees with H = 5 from h0"),
+    (4, np.zeros(H + 2), r"b must have shape \(H,\) = \(5,\), got \(7,\): its H = 7 disagrees with H = 5 from h0, "
+                         r"shape \(N, H\) = \(2, 5\) \(either b or h0 is wrong\)"),
+])
+def test_a_size_disagreement_names_both_arguments_and_where_each_size_came_from(index, value, message):
+    """x has D = 3 but V has 4 columns: either may be wrong, so the error names both and where D was read."""
+    args = good()
+    args[index] = value
+    with pytest.raises(ValueError, match=message):
+        tanh.forward(*args)
+
+
+@pytest.mark.parametrize("index, value, message", [
     (0, np.zeros((T, N, D), dtype=np.int64), r"x must be a float32 or float64 array, got dtype int64"),
     (3, np.zeros((H, H), dtype=np.complex128), r"W must be a float32 or float64 array, got dtype complex128"),
     (2, "V", r"V must be a float32 or float64 array, got str"),
