@@ -12,10 +12,9 @@ import jinja2
 import sympy as sp
 
 from codegen.latex_printer import latex, latex_terms
-from codegen.numpy_printer import elementwise_body, scalar_body, ufunc_call
+from codegen.numpy_printer import elementwise_body, scalar_body, scalar_support, support_names, ufunc_call
 from codegen.text_printer import scalar_text, text
 from derive.elementwise import H as h_symbol
-from derive.functions import sigmoid, softplus
 from derive.parse import X as x_symbol
 from derive.recurrence import delta_t
 
@@ -66,9 +65,7 @@ def module_context(d):
         df_expr, df_var, df_arg = s.df, x_symbol, "E"
     df_lines, df_result = elementwise_body(df_expr, df_var, df_arg)
     df_return = _returned(df_result, df_expr, df_var, df_arg)
-    helpers = [name for name, used in (("erf", s.f.has(sp.erf) or s.df.has(sp.erf)),
-                                       ("sigmoid", any(e is not None and e.has(sigmoid) for e in (s.f, df_expr))))
-               if used]
+    scalar_imports, scalar_math = scalar_support(s.f)
     if s.gamma is None:
         gamma_value, gamma_note, gamma_text = "None", ": not found", "not found"
     elif s.gamma == sp.oo:
@@ -87,11 +84,9 @@ def module_context(d):
         f_lines=f_lines, f_return=f_return, f_ufunc=ufunc_call(s.f, x_symbol, "E", "out"), f_result=f_result,
         f_ufunc_step=ufunc_call(s.f, x_symbol, "E_t", "h_t"),
         df_lines=df_lines, df_return=df_return, df_arg=df_arg,
-        support_imports="".join(f", {h}" for h in sorted(helpers)),
+        support_imports="".join(f", {h}" for h in support_names(s.f, df_expr)),
         f_scalar_lines=f_scalar[0], f_scalar_result=f_scalar[1], numba_max_work=NUMBA_MAX_WORK,
-        scalar_imports=", ".join(n for n, fn in (("sigmoid_scalar", sigmoid), ("softplus_scalar", softplus))
-                                 if s.f.has(fn)),
-        scalar_math=s.f.has(sp.erf),
+        scalar_imports=", ".join(scalar_imports), scalar_math=scalar_math,
     )
 
 

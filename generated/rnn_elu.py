@@ -29,6 +29,8 @@ Over k < t, dh_t/dh_k is the product of the one-step Jacobians, and
 Arrays are time-major with the batch in rows: x (T, N, D), h0 (N, H), V (H, D), W (H, H), b (H,);
 so V x_t is computed as x[t] @ V.T. float32 and float64 are kept as given.
 """
+import math
+
 import numpy as np
 
 from generated._support import Cache, Grads, check_backward, check_forward, check_span, check_time, numba, use_numba
@@ -47,8 +49,8 @@ KINKS = ()  # where f' jumps: finite differences must stay clear
 def activation(E, out=None):
     """h = f(E) = Piecewise((E, E > 0), (exp(E) - 1, True)), elementwise; into ``out`` when given (it may be E itself)."""
     if out is None:
-        return np.asarray(np.where((E > 0), E, np.exp(np.minimum(0, E)) - 1), dtype=E.dtype)
-    out[...] = np.where((E > 0), E, np.exp(np.minimum(0, E)) - 1)
+        return np.asarray(np.where((E > 0), E, np.expm1(np.minimum(0, E))), dtype=E.dtype)
+    out[...] = np.where((E > 0), E, np.expm1(np.minimum(0, E)))
     return out
 
 
@@ -117,7 +119,7 @@ if numba is not None:
     @numba.njit(cache=True)
     def _activation_scalar(E):
         """h = f(E) for one float: Piecewise((E, E > 0), (exp(E) - 1, True))."""
-        return (E if (E > 0) else np.exp(E) - 1)
+        return (E if (E > 0) else math.expm1(E))
 
     @numba.njit(cache=True, fastmath={"reassoc", "contract"})  # sums may be reordered: SIMD dot products
     def _forward_loop(E, h, h0, W):

@@ -28,11 +28,12 @@ Over k < t, dh_t/dh_k is the product of the one-step Jacobians, and
 Arrays are time-major with the batch in rows: x (T, N, D), h0 (N, H), V (H, D), W (H, H), b (H,);
 so V x_t is computed as x[t] @ V.T. float32 and float64 are kept as given.
 """
-import math
-
 import numpy as np
 
-from generated._support import Cache, Grads, check_backward, check_forward, check_span, check_time, numba, use_numba, erf
+from generated._support import Cache, Grads, check_backward, check_forward, check_span, check_time, numba, use_numba, ndtr
+
+if numba is not None:
+    from generated._support import ndtr_scalar
 
 NAME = "gelu"
 EXPRESSION = "0.5*x*(erf(0.7071067811865476*x) + 1)"
@@ -48,14 +49,14 @@ KINKS = ()  # where f' jumps: finite differences must stay clear
 def activation(E, out=None):
     """h = f(E) = 0.5*E*(erf(0.7071067811865476*E) + 1), elementwise; into ``out`` when given (it may be E itself)."""
     if out is None:
-        return np.asarray(0.5*E*(erf(0.7071067811865476*E) + 1), dtype=E.dtype)
-    out[...] = 0.5*E*(erf(0.7071067811865476*E) + 1)
+        return np.asarray(E*ndtr(E), dtype=E.dtype)
+    out[...] = E*ndtr(E)
     return out
 
 
 def activation_derivative(E):
     """f'(E_t) = 0.3989422804014327*x*exp(-0.5*x**2) + 0.5*erf(0.7071067811865476*x) + 0.5 with E for x."""
-    return np.asarray(0.3989422804014327*E*np.exp(-0.5*E**2) + 0.5*erf(0.7071067811865476*E) + 0.5, dtype=E.dtype)
+    return np.asarray(0.3989422804014327*E*np.exp(-0.5*E**2) + ndtr(E), dtype=E.dtype)
 
 
 def forward(x, h0, V, W, b):
@@ -118,7 +119,7 @@ if numba is not None:
     @numba.njit(cache=True)
     def _activation_scalar(E):
         """h = f(E) for one float: 0.5*E*(erf(0.7071067811865476*E) + 1)."""
-        return 0.5*E*(math.erf(0.7071067811865476*E) + 1)
+        return E*ndtr_scalar(E)
 
     @numba.njit(cache=True, fastmath={"reassoc", "contract"})  # sums may be reordered: SIMD dot products
     def _forward_loop(E, h, h0, W):

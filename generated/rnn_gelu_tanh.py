@@ -30,7 +30,10 @@ so V x_t is computed as x[t] @ V.T. float32 and float64 are kept as given.
 """
 import numpy as np
 
-from generated._support import Cache, Grads, check_backward, check_forward, check_span, check_time, numba, use_numba
+from generated._support import Cache, Grads, check_backward, check_forward, check_span, check_time, numba, use_numba, sigmoid
+
+if numba is not None:
+    from generated._support import sigmoid_scalar
 
 NAME = "gelu_tanh"
 EXPRESSION = "0.5*x*(tanh(0.035677408136300125*x**3 + 0.7978845608028654*x) + 1)"
@@ -46,15 +49,17 @@ KINKS = ()  # where f' jumps: finite differences must stay clear
 def activation(E, out=None):
     """h = f(E) = 0.5*E*(tanh(0.035677408136300125*E**3 + 0.7978845608028654*E) + 1), elementwise; into ``out`` when given (it may be E itself)."""
     if out is None:
-        return np.asarray(0.5*E*(np.tanh(0.035677408136300125*E**3 + 0.7978845608028654*E) + 1), dtype=E.dtype)
-    out[...] = 0.5*E*(np.tanh(0.035677408136300125*E**3 + 0.7978845608028654*E) + 1)
+        return np.asarray(E*sigmoid(0.07135481627260025*E**3 + 1.5957691216057308*E), dtype=E.dtype)
+    out[...] = E*sigmoid(0.07135481627260025*E**3 + 1.5957691216057308*E)
     return out
 
 
 def activation_derivative(E):
     """f'(E_t) = 0.3989422804014327*x*(1 - tanh(0.035677408136300125*x**3 + 0.7978845608028654*x)**2)*(0.134145*x**2 + 1) + 0.5*tanh(0.035677408136300125*x**3 + 0.7978845608028654*x) + 0.5 with E for x."""
-    _tmp0 = np.tanh(0.035677408136300125*E**3 + 0.7978845608028654*E)
-    return np.asarray(0.3989422804014327*E*(1 - _tmp0**2)*(0.134145*E**2 + 1) + 0.5*_tmp0 + 0.5, dtype=E.dtype)
+    _tmp0 = 1.5957691216057308*E
+    _tmp1 = 0.07135481627260025*E**3 + _tmp0
+    _tmp2 = sigmoid(_tmp1)
+    return np.asarray(_tmp0*_tmp2*(0.134145*E**2 + 1)*sigmoid(-_tmp1) + _tmp2, dtype=E.dtype)
 
 
 def forward(x, h0, V, W, b):
@@ -117,7 +122,7 @@ if numba is not None:
     @numba.njit(cache=True)
     def _activation_scalar(E):
         """h = f(E) for one float: 0.5*E*(tanh(0.035677408136300125*E**3 + 0.7978845608028654*E) + 1)."""
-        return 0.5*E*(np.tanh(0.035677408136300125*E**3 + 0.7978845608028654*E) + 1)
+        return E*sigmoid_scalar(0.07135481627260025*E**3 + 1.5957691216057308*E)
 
     @numba.njit(cache=True, fastmath={"reassoc", "contract"})  # sums may be reordered: SIMD dot products
     def _forward_loop(E, h, h0, W):

@@ -56,8 +56,9 @@ def activation(E, out=None):
 
 def activation_derivative(E):
     """f'(E_t) = x*(1 - tanh(softplus(x))**2)*sigmoid(x) + tanh(softplus(x)) with E for x."""
-    _tmp0 = np.tanh(np.logaddexp(0, E))
-    return np.asarray(E*(1 - _tmp0**2)*sigmoid(E) + _tmp0, dtype=E.dtype)
+    _tmp0 = np.logaddexp(0, E)
+    _tmp1 = 2*_tmp0
+    return np.asarray(4*E*sigmoid(E)*sigmoid(-_tmp1)*sigmoid(_tmp1) + np.tanh(_tmp0), dtype=E.dtype)
 
 
 def forward(x, h0, V, W, b):

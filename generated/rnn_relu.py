@@ -47,8 +47,8 @@ KINKS = (0.0,)  # where f' jumps: finite differences must stay clear
 def activation(E, out=None):
     """h = f(E) = Piecewise((E, E > 0), (0, True)), elementwise; into ``out`` when given (it may be E itself)."""
     if out is None:
-        return np.asarray(np.where((E > 0), E, 0), dtype=E.dtype)
-    out[...] = np.where((E > 0), E, 0)
+        return np.asarray(np.where((E <= 0), 0, E), dtype=E.dtype)
+    out[...] = np.where((E <= 0), 0, E)
     return out
 
 
@@ -117,7 +117,7 @@ if numba is not None:
     @numba.njit(cache=True)
     def _activation_scalar(E):
         """h = f(E) for one float: Piecewise((E, E > 0), (0, True))."""
-        return (E if (E > 0) else 0)
+        return (0 if (E <= 0) else E)
 
     @numba.njit(cache=True, fastmath={"reassoc", "contract"})  # sums may be reordered: SIMD dot products
     def _forward_loop(E, h, h0, W):

@@ -56,8 +56,7 @@ def activation(E, out=None):
 
 def activation_derivative(E):
     """f'(E_t) = (-x*(sigmoid(x) - 1) + 1)*sigmoid(x) with E for x."""
-    _tmp0 = sigmoid(E)
-    return np.asarray(_tmp0*(-E*(_tmp0 - 1) + 1), dtype=E.dtype)
+    return np.asarray((E*sigmoid(-E) + 1)*sigmoid(E), dtype=E.dtype)
 
 
 def forward(x, h0, V, W, b):

@@ -57,7 +57,7 @@ def activation(E, out=None):
 
 def activation_derivative(h):
     """f'(E_t), from the output h_t = f(E_t): 1 - exp(-h)."""
-    return np.asarray(1 - np.exp(-h), dtype=h.dtype)
+    return np.asarray(-np.expm1(-h), dtype=h.dtype)
 
 
 def forward(x, h0, V, W, b):

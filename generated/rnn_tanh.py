@@ -51,7 +51,7 @@ def activation(E, out=None):
 
 def activation_derivative(h):
     """f'(E_t), from the output h_t = f(E_t): 1 - h**2."""
-    return np.asarray(1 - h**2, dtype=h.dtype)
+    return np.asarray((1 - h)*(h + 1), dtype=h.dtype)
 
 
 def forward(x, h0, V, W, b):
