@@ -13,7 +13,7 @@ import sympy as sp
 
 from codegen.latex_printer import latex, latex_terms
 from codegen.numpy_printer import elementwise_body, scalar_body, scalar_support, support_names, ufunc_call
-from codegen.text_printer import scalar_text, text
+from codegen.text_printer import text
 from derive.elementwise import H as h_symbol
 from derive.parse import X as x_symbol
 from derive.recurrence import delta_t
@@ -27,6 +27,7 @@ ENV = jinja2.Environment(
     undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
     autoescape=False,
 )
+ENV.filters["pyrepr"] = repr  # Python literals in Python files: 'x > 0', not JSON's "x \u003e 0"
 # LaTeX is full of braces: its templates use ((( ))) for values, ((* *)) for statements, ((# #)) for comments.
 LATEX_ENV = jinja2.Environment(
     loader=jinja2.FileSystemLoader(str(TEMPLATES)),
@@ -66,6 +67,7 @@ def module_context(d):
     df_lines, df_result = elementwise_body(df_expr, df_var, df_arg)
     df_return = _returned(df_result, df_expr, df_var, df_arg)
     scalar_imports, scalar_math = scalar_support(s.f)
+    names = {s.f: "f", s.df: "f'"}  # each formula is written out once, in the module docstring
     if s.gamma is None:
         gamma_value, gamma_note, gamma_text = "None", ": not found", "not found"
     elif s.gamma == sp.oo:
@@ -76,11 +78,11 @@ def module_context(d):
         gamma_text = text(s.gamma) if s.gamma_exact and s.gamma.is_Rational else gamma_value
     return dict(
         header=header("rnn_module.py.jinja"), name=d.name,
-        f_text=text(s.f), f_E_text=scalar_text(s.f, x_symbol, "E"), df_text=text(s.df),
+        f_text=text(s.f), df_text=text(s.df),
         df_h_text=text(s.df_h) if d.uses_output else None, uses_output=d.uses_output,
         kinks=[repr(float(k)) for k in s.kinks], gamma_value=gamma_value, gamma_note=gamma_note, gamma_text=gamma_text,
-        eq={k: text(getattr(d, k)) for k in MATRIX_FIELDS}, grad_h0=text(_at_first_step(d.grad_h_prev)),
-        dh_dE_used=f"diag({scalar_text(s.df_h, h_symbol, 'h_t')})" if d.uses_output else text(d.dh_dE),
+        eq={k: text(getattr(d, k), names) for k in MATRIX_FIELDS}, grad_h0=text(_at_first_step(d.grad_h_prev)),
+        dh_dE_used=text(d.dh_dE, names) + (", from h_t" if d.uses_output else ""),
         f_lines=f_lines, f_return=f_return, f_ufunc=ufunc_call(s.f, x_symbol, "E", "out"), f_result=f_result,
         f_ufunc_step=ufunc_call(s.f, x_symbol, "E_t", "h_t"),
         df_lines=df_lines, df_return=df_return, df_arg=df_arg,
@@ -160,7 +162,7 @@ def latex_context(d):
         grad_V=latex(d.grad_V), grad_W=latex(d.grad_W), grad_b=latex(d.grad_b), grad_x=latex(d.grad_x),
         grad_h0=latex(_at_first_step(d.grad_h_prev)), gamma=gamma,
         f_cell=latex(s.f) if _width(latex(s.f)) <= 20 else rf"\text{{see \S\ref{{sec:{d.name}}}}}",
-        df_cell=latex(s.df) if _width(latex(s.df)) <= 24 else rf"\text{{see \S\ref{{sec:{d.name}}}}}",
+        df_cell=latex(s.df) if _width(latex(s.df)) <= 22 else rf"\text{{see \S\ref{{sec:{d.name}}}}}",
         df_h_cell=df_h_tex if _width(df_h_tex) <= 18 else rf"\text{{see \S\ref{{sec:{d.name}}}}}",
         gamma_cell=gamma_cell,
     )
