@@ -2,7 +2,8 @@
 
     python -m codegen                 regenerate generated/ from the catalogue (what `make derive` runs)
     python -m codegen --check         exit 1 with a unified diff when generated/ differs from what is emitted now
-    python -m codegen add NAME EXPR   add a user activation (derived and rendered first; nothing changes on error)
+    python -m codegen add NAME EXPR   add a user activation (derived and rendered first; nothing changes on error);
+                                      --keep-input: f' from E_t, not from h_t (accuracy over memory)
     python -m codegen remove NAME     remove a user activation
     python -m codegen list            the activations and their derivatives
 """
@@ -17,12 +18,12 @@ from derive.catalogue import CATALOGUE, USER_FILE, Activation, all_activations, 
 from derive.parse import parse_expression
 
 
-def _add(name, text, user_file=USER_FILE, root=GENERATED, base=CATALOGUE):
+def _add(name, text, user_file=USER_FILE, root=GENERATED, base=CATALOGUE, keep_input=False):
     """Derive and render the new activation with the whole catalogue before touching any file."""
     entries = read_user_file(user_file)
     check_name(name, {a.name for a in base} | set(entries))
-    new = Activation(name, parse_expression(text))  # refuses bad text before the slow part
-    entries[name] = text
+    new = Activation(name, parse_expression(text), keep_input=keep_input)  # refuses bad text before the slow part
+    entries[name] = {"expression": text, "keep_input": True} if keep_input else text
     content = json.dumps(dict(sorted(entries.items())), indent=2) + "\n"
     files = render(derive_all(all_activations(user_file, base) + (new,)))
     write_tree({user_file.name: content}, user_file.parent, pattern=None)  # the data file, atomically
@@ -46,6 +47,8 @@ def main(argv=None):
     add = sub.add_parser("add", help="add a user activation, e.g. add swish2 'x*sigmoid(2*x)'")
     add.add_argument("name")
     add.add_argument("expression")
+    add.add_argument("--keep-input", action="store_true",
+                     help="keep E_t and take f' from it, not from h_t: accuracy over memory (see README)")
     rm = sub.add_parser("remove", help="remove a user activation")
     rm.add_argument("name")
     sub.add_parser("list", help="list the activations")
@@ -53,7 +56,7 @@ def main(argv=None):
     start = time.perf_counter()
     try:
         if args.command == "add":
-            changed = _add(args.name, args.expression)
+            changed = _add(args.name, args.expression, keep_input=args.keep_input)
             print(f"added {args.name!r}; {len(changed)} file(s) changed in generated/")
         elif args.command == "remove":
             changed = _remove(args.name)
