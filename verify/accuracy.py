@@ -5,7 +5,8 @@
 What is measured, for each activation and for float32 and float64:
 
 - the points: a uniform grid on [-50, 50], log-spaced points near 0 (down to 1e-30) and log-spaced points in both
-  tails (1 to 50), each rounded to the dtype first, so the kernel and the reference see the same input;
+  tails (1 to 50), each rounded to float32 first, so that the kernel and the reference see the same input in both
+  dtypes (and one reference serves both);
 - the reference: the derivation's own f and f' (SymPy, before any codegen pass) evaluated by mpmath at 40 digits,
   and again at 80, 160, ... until two precisions agree to 30 digits (1 - tanh(x)^2 at x = 50 needs more than 40);
 - f: the generated module's ``activation`` on an array of the dtype;
@@ -32,13 +33,13 @@ DF_TARGET_ULP = 8
 _PRECISIONS = (40, 80, 160, 320, 640)
 
 
-def grid(dtype):
-    """The points E, as an array of ``dtype`` (sorted, unique)."""
+def grid():
+    """The points E (float64 values that float32 holds exactly; sorted, unique)."""
     uniform = np.linspace(-50, 50, 2001)
     near_zero = np.logspace(-30, 0, 121)
     tails = np.logspace(0, np.log10(50), 201)
     points = np.concatenate([uniform, near_zero, -near_zero, tails, -tails])
-    return np.unique(points.astype(dtype))
+    return np.unique(points.astype(np.float32)).astype(np.float64)
 
 
 def _mp(expr):
@@ -118,17 +119,20 @@ def _worst(errors, points):
     return float(errors[i]), float(points[i])
 
 
-def measure(module, f, df, dtype, points=None):
-    """The Cell of the generated ``module`` in ``dtype``, against the SymPy ``f`` and ``df`` (in x)."""
+def measure(module, f, df, dtype, points=None, references=None):
+    """The Cell of the generated ``module`` in ``dtype``, against the SymPy ``f`` and ``df`` (in x).
+
+    ``points`` default to ``grid()``; ``references`` may hold (f values, f' values) at them, computed once.
+    """
     from generated._support import Cache
 
-    E = grid(dtype) if points is None else np.asarray(points, dtype=dtype)
+    E = np.asarray(grid() if points is None else points, dtype=dtype)
     with np.errstate(all="ignore"):
         h = module.activation(E)
         cache = Cache(None, None, None, None, None, h, None if module.USES_OUTPUT else E)
         d = module.derivatives(cache)
     assert h.dtype == dtype and d.dtype == dtype, (h.dtype, d.dtype)
-    f_ref, df_ref = exact(f, E), exact(df, E)
+    f_ref, df_ref = references or (exact(f, E), exact(df, E))
     f_ulp, f_at = _worst(ulp_errors(h, f_ref, dtype), E)
     df_ulp, df_at = _worst(ulp_errors(d, df_ref, dtype), E)
     df_abs = float(np.nanmax(abs_errors(d, df_ref, dtype)))
@@ -138,7 +142,11 @@ def measure(module, f, df, dtype, points=None):
 
 def measure_all(derivations, load):
     """[Cell] for every derivation (``load(name)`` gives its generated module) and every dtype."""
-    return [measure(load(d.name), d.scalar.f, d.scalar.df, dtype) for d in derivations for dtype in DTYPES]
+    cells, points = [], grid()
+    for d in derivations:
+        references = exact(d.scalar.f, points), exact(d.scalar.df, points)
+        cells += [measure(load(d.name), d.scalar.f, d.scalar.df, dtype, points, references) for dtype in DTYPES]
+    return cells
 
 
 def _number(v):
