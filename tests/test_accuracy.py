@@ -79,3 +79,23 @@ def test_backward_f_prime_within_its_bound(cells, name, dtype):
 def test_output_forms_limited_by_h_are_so(cells, name):
     """The cells held only to the absolute bound do miss the ulp target: the limit is h, not a loose form."""
     assert all(cells[name, np.dtype(dt).name].df_ulp > DF_TARGET_ULP for dt in DTYPES)
+
+
+# The cells above that cannot meet their target still have a bound: about twice the worst measured (README table),
+# so a regression in them shows (before the numerics pass, gelu's f was 1.7e7 ulp off in float32, 9e15 in float64).
+LOOSE_F = {("gelu", "float32"): 8, ("gelu", "float64"): 4000, ("gelu_tanh", "float32"): 250,
+           ("gelu_tanh", "float64"): 2500}
+LOOSE_DF = {("silu", "float32"): 150, ("silu", "float64"): 150, ("gelu", "float32"): 150,
+            ("gelu", "float64"): 1e13,  # exp(-E^2/2) subnormal below E = -37.6: 5e12 there
+            ("gelu_tanh", "float32"): 400, ("gelu_tanh", "float64"): 2000,
+            ("mish", "float32"): 1e5, ("mish", "float64"): 1e5}
+
+
+@pytest.mark.parametrize("name, dtype", sorted(LOOSE_F))
+def test_f_misses_stay_within_their_measured_bound(cells, name, dtype):
+    assert cells[name, dtype].f_ulp <= LOOSE_F[name, dtype]
+
+
+@pytest.mark.parametrize("name, dtype", sorted(LOOSE_DF))
+def test_f_prime_misses_stay_within_their_measured_bound(cells, name, dtype):
+    assert cells[name, dtype].df_ulp <= LOOSE_DF[name, dtype]
