@@ -1,7 +1,9 @@
 """Passes on SymPy expressions that run before printing (the printers stay free of logic).
 
-    prepare(expr)        what the NumPy printer is given: stable_forms, nan_through, clamp_branches, float_constants
-    prepare_scalar(expr) what the scalar (Numba) printer is given: the same without the clamp (no np.where there)
+    prepare(expr)        what the NumPy printer is given: stable_forms, saturate, nan_through, clamp_branches,
+                         float_constants
+    prepare_scalar(expr) what the scalar (Numba) printer is given (forward f only): stable_forms, nan_through,
+                         float_constants (only the selected branch runs; Python's max would drop a NaN)
 
 - ``stable_forms``: forms that lose accuracy where the math does not force it are rewritten into ones that do not,
   found on the expression tree (not on text), each rewrite checked equal by SymPy (``_checked``):
@@ -17,6 +19,9 @@
 
 - ``nan_through``: a Piecewise whose last branch (the one a NaN falls into: every comparison with NaN is false) is a
   constant gets a branch that depends on its argument moved last, so NaN in gives NaN out (relu: not 0).
+- ``saturate``: an expression of one variable with finite limits at both ends, whose power of the variable would
+  overflow while the factor it multiplies is 0 (gelu_tanh's f' at |E| > 1e19 in float32: inf * 0 = NaN), gets
+  the variable clamped to where the limits are reached to beyond double precision.
 - ``clamp_branches``: the branches of a Piecewise are all evaluated by ``np.where``; a branch that can overflow
   outside its own domain (elu's exp(x) at x = 1e3) gets its argument clamped to that domain, which changes nothing
   where the branch is selected.
@@ -228,9 +233,49 @@ def clamp_branches(expr):
     return expr.replace(sp.Piecewise, clamp)
 
 
+def _limit_reached(fn, side):
+    """The smallest X = 2**k (k = 3..10) beyond which ``fn`` (an mpmath function) is constant to 2**-60 relative, or
+    below any double (2**-1100), on ``side`` (+1 or -1); None when it has no such finite limit."""
+    with mpmath.workdps(40):
+        try:
+            far = fn(mpmath.mpf(side) * mpmath.mpf(2) ** 40)
+            for k in range(3, 11):
+                near = fn(mpmath.mpf(side) * 2 ** k)
+                if abs(near) < mpmath.mpf(2) ** -1100 and abs(far) < mpmath.mpf(2) ** -1100:
+                    return 2 ** k
+                if abs(near - far) <= mpmath.mpf(2) ** -60 * abs(far):
+                    return 2 ** k
+        except (ValueError, ZeroDivisionError, OverflowError, TypeError):
+            return None
+    return None
+
+
+def saturate(expr):
+    """u in [-X, X] for an expression of one variable u that reaches finite limits at both ends by |u| = X but
+    multiplies a power of u into a factor that vanishes there: gelu_tanh's f' is E * (1 + 0.134 E^2) * sigmoid(-u)
+    * ..., and at |E| > 1e19 in float32 the power overflows while sigmoid(-u) is 0, so inf * 0 = NaN. Beyond X the
+    value is the limit to beyond double precision, so clamping changes nothing else (NaN still passes through
+    np.minimum and np.maximum).
+    """
+    free = expr.free_symbols
+    if len(free) != 1 or expr.has(sp.Piecewise):
+        return expr
+    (var,) = free
+    if not any(p.base == var and p.exp.is_Integer and p.exp >= 2 for p in expr.atoms(sp.Pow)):
+        return expr
+    # mpmath's own expm1, log1p and erfc: SymPy would rewrite erfc(-u) as 2 - erfc(u), which cancels
+    functions = {"expm1": mpmath.expm1, "log1p": mpmath.log1p, "ndtr": lambda u: mpmath.erfc(-u / mpmath.sqrt(2)) / 2}
+    fn = sp.lambdify(var, to_elementary(expr), modules=[functions, "mpmath"])
+    ends = [_limit_reached(fn, side) for side in (1, -1)]
+    if None in ends:
+        return expr
+    bound = sp.Integer(max(ends))
+    return expr.xreplace({var: sp.Max(sp.Min(var, bound), -bound)})
+
+
 def prepare(expr):
     """All passes, in order: what the kernel printer is given."""
-    return float_constants(clamp_branches(nan_through(stable_forms(expr))))
+    return float_constants(clamp_branches(nan_through(saturate(stable_forms(expr)))))
 
 
 def prepare_scalar(expr):

@@ -56,7 +56,8 @@ def activation(E, out=None):
 
 def activation_derivative(E):
     """f'(E_t), as in DERIVATIVE, elementwise."""
-    return np.asarray(0.3989422804014327*E*np.exp(-0.5*E**2) + ndtr(E), dtype=E.dtype)
+    _tmp0 = np.maximum(-64, np.minimum(64, E))
+    return np.asarray(0.3989422804014327*_tmp0*np.exp(-0.5*_tmp0**2) + ndtr(_tmp0), dtype=E.dtype)
 
 
 def forward(x, h0, V, W, b):

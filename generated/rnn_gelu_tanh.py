@@ -56,10 +56,11 @@ def activation(E, out=None):
 
 def activation_derivative(E):
     """f'(E_t), as in DERIVATIVE, elementwise."""
-    _tmp0 = 1.5957691216057308*E
-    _tmp1 = 0.07135481627260025*E**3 + _tmp0
-    _tmp2 = sigmoid(_tmp1)
-    return np.asarray(_tmp0*_tmp2*(0.134145*E**2 + 1)*sigmoid(-_tmp1) + _tmp2, dtype=E.dtype)
+    _tmp0 = np.maximum(-32, np.minimum(32, E))
+    _tmp1 = 1.5957691216057308*_tmp0
+    _tmp2 = 0.07135481627260025*_tmp0**3 + _tmp1
+    _tmp3 = sigmoid(_tmp2)
+    return np.asarray(_tmp1*_tmp3*(0.134145*_tmp0**2 + 1)*sigmoid(-_tmp2) + _tmp3, dtype=E.dtype)
 
 
 def forward(x, h0, V, W, b):

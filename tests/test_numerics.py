@@ -71,6 +71,23 @@ def test_a_wrong_rewrite_is_refused(monkeypatch):
         stable_forms(sp.exp(x) - 1)
 
 
+def test_saturate_clamps_where_the_limits_are_reached():
+    """gelu_tanh's f' multiplies E^2 into sigmoid(-u): clamped where both limits hold beyond double precision."""
+    u = sp.sqrt(2 / sp.pi) * (x + sp.Rational(44715, 1000000) * x**3)
+    df = sp.diff(x / 2 * (1 + sp.tanh(u)), x)
+    lines, _ = elementwise_body(df, x, "E")
+    assert lines[0] == "_tmp0 = np.maximum(-32, np.minimum(32, E))"
+    assert elementwise_body(x**2, x, "E") == ([], "E**2")                   # no finite limit: untouched
+    assert elementwise_body(sigmoid(x), x, "E") == ([], "sigmoid(E)")     # no power to overflow: untouched
+
+
+@pytest.mark.parametrize("dtype, far", [(np.float32, 1e20), (np.float64, 1e300)])
+def test_gelu_tanh_derivative_is_finite_far_out(dtype, far):
+    """Issue #11: NaN from inf * 0 once E^3 overflows; f' is 1 and 0 there."""
+    E = np.array([-far, -1e5, 1e5, far], dtype=dtype)
+    np.testing.assert_array_equal(generated.load("gelu_tanh").activation_derivative(E), [0, 0, 1, 1])
+
+
 def test_nan_reaches_the_argument_branch():
     relu = sp.Piecewise((x, x > 0), (0, True))
     assert nan_through(relu) == sp.Piecewise((0, x <= 0), (x, True))
