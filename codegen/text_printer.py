@@ -3,7 +3,7 @@
 ``diag(f'(E_t)) W`` rather than SymPy's ``DiagMatrix(Lambda(x, 1 - tanh(x)**2).(E_t))*W``: the activation and its
 derivative are written out once, where they are defined, and referred to by name (``names``) everywhere else.
 Numbers stay exact (``sqrt(2)/2``, ``1/100``); a rational too long to read (selu's 32-digit constants multiplied)
-prints as a 20-digit decimal, more than a double holds. A Piecewise prints as Python's conditional expression,
+prints as the shortest decimal of the nearest double, which is what a kernel can use of it. A Piecewise prints as Python's conditional expression,
 ``x if x > 0 else x/100``.
 """
 import sympy as sp
@@ -11,7 +11,7 @@ from sympy.printing.precedence import PRECEDENCE
 from sympy.printing.str import StrPrinter
 
 READABLE_DIGITS = 12  # a rational whose numerator or denominator is longer prints as a decimal
-DECIMAL_DIGITS = 20
+DECIMAL_DIGITS = 30  # a long rational is rounded from this many digits to the nearest double
 
 
 class DerivationTextPrinter(StrPrinter):
@@ -63,14 +63,10 @@ class DerivationTextPrinter(StrPrinter):
 def text(expr, names=None):
     """The plain-text form of a derivation object; ``names`` maps expressions in x to the names they print as."""
     printer = DerivationTextPrinter(names)
-    if isinstance(expr, sp.Basic):  # exact while readable; selu's products of 32-digit constants as 20 digits
+    if isinstance(expr, sp.Basic):  # exact while readable; selu's products of 32-digit constants as a double
         expr = expr.xreplace({r: sp.Float(r, DECIMAL_DIGITS) for r in expr.atoms(sp.Rational)
                               if max(len(str(abs(r.p))), len(str(r.q))) > READABLE_DIGITS})
     if isinstance(expr, sp.Piecewise):  # at the top level a conditional needs no parentheses
         return printer._conditional(expr)
     return printer.doprint(expr)
 
-
-def scalar_text(expr, old, new):
-    """A scalar expression with symbol ``old`` renamed ``new`` (f'(x) -> f'(E_t))."""
-    return text(expr.subs(old, sp.Symbol(new)))

@@ -11,7 +11,7 @@ from codegen import passes
 from codegen.__main__ import _add
 from codegen.build import build
 from codegen.numpy_printer import elementwise_body, scalar_body
-from codegen.passes import nan_through, prepare, stable_forms
+from codegen.passes import nan_through, stable_forms
 from codegen.render import render
 from derive import Activation, derive, parse_expression
 from derive.elementwise import H as h, derive_elementwise
