@@ -203,3 +203,34 @@ def test_cli_keep_input_is_stored_and_used(tmp_path):
     _add("tanh_kept", "tanh(x)", user, root, base=(), keep_input=True)
     assert json.loads(user.read_text()) == {"tanh_kept": {"expression": "tanh(x)", "keep_input": True}}
     assert "USES_OUTPUT = False" in (root / "rnn_tanh_kept.py").read_text()
+
+
+# --- the generated Python reads cleanly ---------------------------------------------------------------------------------
+
+def test_text_rules():
+    from codegen.text_printer import text
+    assert text(sp.Piecewise((x, x > 0), (x / 100, True))) == "x if x > 0 else x/100"
+    assert text(2 * sp.Piecewise((x, x > 0), (0, True))) == "2*(x if x > 0 else 0)"
+    assert text(sp.sqrt(2) * x / 2) == "sqrt(2)*x/2"                      # exact, not 0.7071067811865476*x
+    assert text(sp.Abs(x) + 1) == "abs(x) + 1"
+    assert text(sp.Rational("1.0507009873554804934193349852946") * x) == "1.0507009873554805*x"
+
+
+def test_catalogue_constants_read_as_math():
+    assert generated.load("relu").EXPRESSION == "x if x > 0 else 0"
+    assert generated.load("relu").DERIVATIVE == "0 if x <= 0 else 1"
+    assert generated.load("gelu").EXPRESSION == "x*(erf(sqrt(2)*x/2) + 1)/2"
+
+
+@pytest.mark.parametrize("name", generated.ACTIVATIONS)
+def test_generated_module_writes_each_formula_once_in_plain_python(name):
+    module = generated.load(name)
+    with open(module.__file__, encoding="utf-8") as fh:
+        source = fh.read()
+    assert "Piecewise(" not in source and "\\u00" not in source
+    assert f"EXPRESSION = {module.EXPRESSION!r}" in source
+    # f and f' are written in the module docstring and, as data, in EXPRESSION and DERIVATIVE: nowhere else
+    # (short ones, tanh(x), also occur inside others)
+    for formula in (module.EXPRESSION, module.DERIVATIVE):
+        if len(formula) > 15:
+            assert source.count(formula) == 2, (formula, source.count(formula))
