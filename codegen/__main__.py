@@ -2,7 +2,8 @@
 
     python -m codegen                 regenerate generated/ from the catalogue (what `make derive` runs)
     python -m codegen --check         exit 1 with a unified diff when generated/ differs from what is emitted now
-    python -m codegen add NAME EXPR   add a user activation (derived and rendered first; nothing changes on error)
+    python -m codegen add NAME EXPR   add a user activation (derived and rendered first; nothing changes on error);
+                                      --keep-input: f' from E_t, not from h_t (accuracy over memory)
     python -m codegen remove NAME     remove a user activation
     python -m codegen list            the activations and their derivatives, then the cells' equations
     python -m codegen add-cell FILE   add a user cell from a .cell file (derived and rendered first; nothing changes
@@ -42,18 +43,19 @@ def _timeout(text):
 
 
 def _add(name, text, user_file=USER_FILE, root=GENERATED, base=CATALOGUE, workers=None, cell_dirs=CELL_DIRS,
-         timeout=FROM_ENV):
+         timeout=FROM_ENV, keep_input=False):
     """Derive and render the new activation with the whole catalogue, then write the user file and generated/
     together (one transaction). The lock is held throughout, so a concurrent ``add`` reads the JSON after this
     one has written it and keeps both."""
     check_name(name, {a.name for a in base})
-    new = Activation(name, parse_expression(text))  # refuses bad text before the lock and the slow part
+    # refuses bad text before the lock and the slow part
+    new = Activation(name, parse_expression(text), keep_input=keep_input)
     with locked(root, [user_file, Path(cell_dirs[-1])]):
         entries = read_user_file(user_file)
         # an entry without its module is an add that an older version left half done: this add finishes it
         unfinished = {n for n in entries if not (Path(root) / f"rnn_{n}.py").exists()}
         check_name(name, (set(entries) - unfinished) | {c.name for c in read_cells(cell_dirs)})
-        entries[name] = text
+        entries[name] = {"expression": text, "keep_input": True} if keep_input else text
         content = json.dumps(dict(sorted(entries.items())), indent=2) + "\n"
         # in make derive's order (user entries sorted by name), so that a later `make check` finds no drift
         user = sorted([a for a in user_activations(user_file, base) if a.name != name] + [new], key=lambda a: a.name)
@@ -83,10 +85,16 @@ def _add_cell(path, cell_dirs=CELL_DIRS, root=GENERATED, user_file=USER_FILE, ba
     file into the user cells' folder (the last of ``cell_dirs``) and write generated/, as one transaction."""
     cell = parse_cell_file(path)  # refuses bad text, naming the equation and the symbol
     target = Path(cell_dirs[-1]) / f"{cell.name}.cell"
-    with locked(root, [user_file, target.parent]):
+
+    def existing_cells():  # refuses a taken name: checked before the lock (no folder made), again under it
         existing = read_cells(cell_dirs)
         taken = {c.name for c in existing} | {a.name for a in all_activations(user_file, base)}
         check_cell_name(cell.name, taken, where=Path(path).name)
+        return existing
+
+    existing_cells()
+    with locked(root, [user_file, target.parent]):
+        existing = existing_cells()
         cells = sorted(existing + (cell,), key=lambda c: c.name)
         files = render(derive_all(all_activations(user_file, base), workers, timeout),
                        [derive_cell(c) for c in cells])
@@ -123,6 +131,8 @@ def main(argv=None):
     add = sub.add_parser("add", help="add a user activation, e.g. add swish2 'x*sigmoid(2*x)'")
     add.add_argument("name")
     add.add_argument("expression")
+    add.add_argument("--keep-input", action="store_true",
+                     help="keep E_t and take f' from it, not from h_t: accuracy over memory (see README)")
     rm = sub.add_parser("remove", help="remove a user activation")
     rm.add_argument("name")
     lst = sub.add_parser("list", help="list the activations, then the cells' equations")
@@ -137,7 +147,7 @@ def main(argv=None):
     start = time.perf_counter()
     try:
         if args.command == "add":
-            changed = _add(args.name, args.expression, **limit)
+            changed = _add(args.name, args.expression, keep_input=args.keep_input, **limit)
             print(f"added {args.name!r}; {len(changed)} file(s) changed in generated/")
         elif args.command == "remove":
             changed = _remove(args.name, **limit)

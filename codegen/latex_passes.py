@@ -131,11 +131,14 @@ def fold_sign(expr):
 
 
 def fold_abs_branches(expr):
-    """Piecewise((p(v), v >= 0 or v > 0), (p(-v), True)) -> p(|v|)."""
+    """Piecewise((p(v), v >= 0 or v > 0), (p(-v), True)) -> p(|v|); and the same written left side first,
+    Piecewise((p(-v), v <= 0 or v < 0), (p(v), True)), as the kink rule writes it."""
     if not (isinstance(expr, sp.Piecewise) and len(expr.args) == 2 and expr.args[1][1] is sp.true):
         return expr
     (first, cond), (second, _) = expr.args
-    if not (isinstance(cond, (sp.GreaterThan, sp.StrictGreaterThan)) and cond.rhs == 0 and cond.lhs.is_Symbol):
+    if isinstance(cond, (sp.LessThan, sp.StrictLessThan)) and cond.rhs == 0 and cond.lhs.is_Symbol:
+        first, second = second, first  # the right side's piece is p(v)
+    elif not (isinstance(cond, (sp.GreaterThan, sp.StrictGreaterThan)) and cond.rhs == 0 and cond.lhs.is_Symbol):
         return expr
     v = cond.lhs
     if sp.expand(first.subs(v, -v) - second) != 0:

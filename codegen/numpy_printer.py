@@ -2,8 +2,9 @@
 
 Overrides of SymPy's NumPyPrinter, each for one reason:
 - module prefix ``np.`` (the generated modules ``import numpy as np``);
-- ``sigmoid``, ``softplus``, ``erf``: stable forms (``sigmoid`` and ``erf`` come from ``generated/_support.py``;
-  softplus is ``np.logaddexp(0, u)``, which never overflows);
+- ``sigmoid``, ``softplus``, ``erf``, ``erfc``, ``ndtr``: stable forms (``sigmoid``, ``erf``, ``erfc`` and ``ndtr``
+  come from ``generated/_support.py``; softplus is ``np.logaddexp(0, u)``, which never overflows); ``expm1`` and
+  ``log1p`` (put there by ``codegen.passes.stable_forms``) are NumPy's own;
 - ``Piecewise`` as nested ``np.where`` instead of ``np.select`` (cheaper, and ``select`` needs a default);
   ``ScalarKernelPrinter`` prints it as a conditional expression for the compiled (Numba) loops;
 - ``Float`` as the shortest literal that round-trips, ``x**-1`` as a division, ``Abs`` as ``np.abs``.
@@ -11,7 +12,14 @@ Overrides of SymPy's NumPyPrinter, each for one reason:
 import sympy as sp
 from sympy.printing.numpy import NumPyPrinter
 
-from codegen.passes import float_constants, prepare
+from codegen.passes import ndtr, prepare, prepare_scalar
+from derive.functions import sigmoid, softplus
+
+# SymPy function -> the name generated/_support.py gives its stable array version
+SUPPORT = {sp.erf: "erf", sp.erfc: "erfc", ndtr: "ndtr", sigmoid: "sigmoid"}
+# ... and its scalar version for the compiled loops, when it is not the math module's
+SCALAR_SUPPORT = {sigmoid: "sigmoid_scalar", softplus: "softplus_scalar", ndtr: "ndtr_scalar"}
+MATH = {sp.erf: "math.erf", sp.erfc: "math.erfc"}
 
 
 class KernelPrinter(NumPyPrinter):
@@ -32,6 +40,13 @@ class KernelPrinter(NumPyPrinter):
     def _print_erf(self, expr):
         # NumPy has no erf; the support module provides a vectorised one
         return f"erf({self._print(expr.args[0])})"
+
+    def _print_erfc(self, expr):
+        return f"erfc({self._print(expr.args[0])})"
+
+    def _print_ndtr(self, expr):
+        # Phi(u) from u itself: erfc(-u/sqrt(2)) would round u/sqrt(2) in the array's dtype first
+        return f"ndtr({self._print(expr.args[0])})"
 
     def _print_Piecewise(self, expr):
         # nested selections: the last branch's condition is True
@@ -113,6 +128,18 @@ class ScalarKernelPrinter(KernelPrinter):
     def _print_erf(self, expr):
         return f"math.erf({self._print(expr.args[0])})"
 
+    def _print_erfc(self, expr):
+        return f"math.erfc({self._print(expr.args[0])})"
+
+    def _print_ndtr(self, expr):
+        return f"ndtr_scalar({self._print(expr.args[0])})"
+
+    def _print_expm1(self, expr):
+        return f"math.expm1({self._print(expr.args[0])})"
+
+    def _print_log1p(self, expr):
+        return f"math.log1p({self._print(expr.args[0])})"
+
     def _print_Abs(self, expr):
         return f"abs({self._print(expr.args[0])})"
 
@@ -125,4 +152,21 @@ class ScalarKernelPrinter(KernelPrinter):
 
 def scalar_body(expr, arg, argname):
     """Like ``elementwise_body``, for the scalar printer: (assignments, result) of f at one float."""
-    return _body(ScalarKernelPrinter(), float_constants(expr).subs(arg, sp.Symbol(argname, real=True)))
+    return _body(ScalarKernelPrinter(), prepare_scalar(expr).subs(arg, sp.Symbol(argname, real=True)))
+
+
+def _functions(expr):
+    return {type(a) for a in expr.atoms(sp.Function)}
+
+
+def support_names(*exprs):
+    """The names ``elementwise_body`` of ``exprs`` imports from generated/_support.py, sorted."""
+    used = set().union(*(_functions(prepare(e)) for e in exprs if e is not None))
+    return sorted(SUPPORT[f] for f in used if f in SUPPORT)
+
+
+def scalar_support(expr):
+    """(names ``scalar_body`` of ``expr`` imports from generated/_support.py, whether it uses the math module)."""
+    used = _functions(prepare_scalar(expr))
+    printed = ScalarKernelPrinter().doprint(prepare_scalar(expr))
+    return sorted(SCALAR_SUPPORT[f] for f in used if f in SCALAR_SUPPORT), "math." in printed

@@ -1,12 +1,197 @@
 """Passes on SymPy expressions that run before printing (the printers stay free of logic).
 
-- ``float_constants``: every number that is not an integer becomes a Python float literal, so a float32 kernel
-  stays float32 (NumPy 2 keeps Python floats "weak"; ``np.sqrt(2)`` is a float64 scalar and would promote).
+    prepare(expr)        what the NumPy printer is given: stable_forms, saturate, nan_through, clamp_branches,
+                         float_constants
+    prepare_scalar(expr) what the scalar (Numba) printer is given (forward f only): stable_forms, nan_through,
+                         float_constants (only the selected branch runs; Python's max would drop a NaN)
+
+- ``stable_forms``: forms that lose accuracy where the math does not force it are rewritten into ones that do not,
+  found on the expression tree (not on text), each rewrite checked equal by SymPy (``_checked``):
+
+      c*exp(u) - c        -> c*expm1(u)               (elu, selu at E -> 0; softplus' 1 - exp(-h))
+      log(1 + u)          -> log1p(u)
+      c + c*erf(u)        -> c*erfc(-u) = 2c*ndtr(sqrt(2)*u)   (gelu's Phi far left; c - c*erf(u) likewise)
+                             ndtr(v) = Phi(v) = erfc(-v/sqrt(2))/2 is SciPy's; in float32 it rounds no u/sqrt(2)
+      c + c*tanh(u)       -> 2c*sigmoid(2u)           (gelu_tanh far left; c - c*tanh(u) -> 2c*sigmoid(-2u))
+      c - c*tanh(u)**2    -> 4c*sigmoid(2u)*sigmoid(-2u)   (tanh' = sech^2 in both tails)
+      c - c*sigmoid(u)    -> c*sigmoid(-u)
+      c - c*v**2          -> c*(1 - v)*(1 + v)         (1 - h^2: 1 - h is exact for h in [1/2, 1])
+
+- ``nan_through``: a Piecewise whose last branch (the one a NaN falls into: every comparison with NaN is false) is a
+  constant gets a branch that depends on its argument moved last, so NaN in gives NaN out (relu: not 0).
+- ``saturate``: an expression of one variable with finite limits at both ends, whose power of the variable would
+  overflow while the factor it multiplies is 0 (gelu_tanh's f' at |E| > 1e19 in float32: inf * 0 = NaN), gets
+  the variable clamped to where the limits are reached to beyond double precision.
 - ``clamp_branches``: the branches of a Piecewise are all evaluated by ``np.where``; a branch that can overflow
   outside its own domain (elu's exp(x) at x = 1e3) gets its argument clamped to that domain, which changes nothing
   where the branch is selected.
+- ``float_constants``: every number that is not an integer becomes a float literal, correctly rounded from 30 digits,
+  so a float32 kernel stays float32 (NumPy 2 keeps Python floats "weak"; ``np.sqrt(2)`` is a float64 scalar and would
+  promote).
 """
+import mpmath
 import sympy as sp
+from sympy.codegen.cfunctions import expm1, log1p
+
+from derive.functions import sigmoid, to_elementary
+
+
+class ndtr(sp.Function):
+    """The standard normal distribution function Phi(u) = erfc(-u/sqrt(2))/2, printed as SciPy's ``ndtr``."""
+
+    nargs = 1
+
+    def _eval_rewrite_as_erfc(self, arg, **kwargs):
+        return sp.erfc(-arg / sp.sqrt(2)) / 2
+
+    def _eval_is_real(self):
+        return self.args[0].is_real
+
+
+def _elementary(expr):
+    """``expr`` in exp, log and erf only: what SymPy's simplify can prove identities in."""
+    expr = expr.replace(ndtr, lambda u: sp.erfc(-u / sp.sqrt(2)) / 2)
+    expr = expr.replace(expm1, lambda u: sp.exp(u) - 1).replace(log1p, lambda u: sp.log(1 + u))
+    return to_elementary(expr).rewrite(sp.exp).replace(sp.erfc, lambda u: 1 - sp.erf(u))
+
+
+def _checked(new, old):
+    """``new`` when SymPy proves it equal to ``old`` (or, where simplify gives up, they agree to 30 digits at 40
+    at points across the reals); a rule that breaks this is a bug in the rule, not in the user's expression."""
+    difference = _elementary(new) - _elementary(old)
+    if sp.simplify(difference) == 0:
+        return new
+    free = sorted(difference.free_symbols, key=str)
+    fn = sp.lambdify(free, difference, modules=["mpmath"])
+    scale = sp.lambdify(free, _elementary(old), modules=["mpmath"])
+    with mpmath.workdps(40):
+        for p in (-7.25, -1.5, -0.3, 0.2, 1.75, 6.5):
+            args = [mpmath.mpf(p)] * len(free)
+            if abs(fn(*args)) > mpmath.mpf(10) ** -30 * max(1, abs(scale(*args))):
+                raise AssertionError(f"stable_forms rewrote {old} as {new}, which differs at {p}")
+    return new
+
+
+def _terms(add):
+    """The terms of ``add`` as (coefficient, factor) pairs: 3*exp(x) -> (3, exp(x)); 5 -> (5, 1)."""
+    return [t.as_coeff_Mul() for t in add.args]
+
+
+def _pair(add, kind, sign):
+    """In an Add, a term c*F(u) with F of type ``kind`` and a number term sign*c: (c, F(u), the other terms)."""
+    terms = _terms(add)
+    numbers = [c for c, f in terms if f == 1]
+    for i, (c, f) in enumerate(terms):
+        for number in numbers:
+            if kind(f) and number == sign * c:
+                rest = list(add.args)
+                rest.remove(c * f)
+                rest.remove(number)
+                return c, f, sp.Add(*rest)
+    return None
+
+
+def _is(cls):
+    return lambda f: isinstance(f, cls)
+
+
+def _rule_expm1(e):
+    found = isinstance(e, sp.Add) and _pair(e, _is(sp.exp), -1)
+    if found:  # c*exp(u) - c
+        c, f, rest = found
+        return rest + c * expm1(f.args[0])
+
+
+def _rule_log1p(e):
+    if isinstance(e, sp.log) and isinstance(e.args[0], sp.Add) and 1 in e.args[0].args:
+        return log1p(e.args[0] - 1)
+
+
+def _rule_erf(e):
+    if not isinstance(e, sp.Add):
+        return None
+    for sign in (1, -1):
+        found = _pair(e, _is(sp.erf), sign)
+        if found:  # c + c*erf(u) = c*erfc(-u) = 2c*Phi(sqrt(2)*u);  c*erf(u) - c = -c*erfc(u) = -2c*Phi(-sqrt(2)*u)
+            c, f, rest = found
+            return rest + sign * 2 * c * ndtr(sign * sp.sqrt(2) * f.args[0])
+
+
+def _rule_tanh(e):
+    if not isinstance(e, sp.Add):
+        return None
+    for sign in (1, -1):
+        found = _pair(e, _is(sp.tanh), sign)
+        if found:  # c + c*tanh(u) = 2c*sigmoid(2u);  c*tanh(u) - c = -2c*sigmoid(-2u)
+            c, f, rest = found
+            u = f.args[0]
+            return rest + (2 * c * sigmoid(2 * u) if sign == 1 else -2 * c * sigmoid(-2 * u))
+
+
+def _tanh_squared(f):
+    return isinstance(f, sp.Pow) and f.exp == 2 and isinstance(f.base, sp.tanh)
+
+
+def _rule_sech2(e):
+    found = isinstance(e, sp.Add) and _pair(e, _tanh_squared, -1)
+    if found:  # c - c*tanh(u)^2 = 4c*sigmoid(2u)*sigmoid(-2u)
+        c, f, rest = found
+        u = f.base.args[0]
+        return rest - 4 * c * sigmoid(2 * u) * sigmoid(-2 * u)
+
+
+def _rule_one_minus_sigmoid(e):
+    found = isinstance(e, sp.Add) and _pair(e, _is(sigmoid), -1)
+    if found:  # c - c*sigmoid(u) = c*sigmoid(-u)
+        c, f, rest = found
+        return rest - c * sigmoid(-f.args[0])
+
+
+def _square(f):
+    return isinstance(f, sp.Pow) and f.exp == 2 and not _tanh_squared(f)
+
+
+def _rule_difference_of_squares(e):
+    found = isinstance(e, sp.Add) and _pair(e, _square, -1)
+    if found:  # c - c*v^2 = c*(1 - v)*(1 + v)
+        c, f, rest = found
+        v = f.base
+        return rest - c * sp.Mul(1 - v, 1 + v, evaluate=False)
+
+
+RULES = (_rule_sech2, _rule_tanh, _rule_one_minus_sigmoid, _rule_erf, _rule_expm1, _rule_log1p,
+         _rule_difference_of_squares)
+
+
+def stable_forms(expr):
+    """Apply ``RULES`` bottom-up (each node after its arguments), each rewrite checked by ``_checked``."""
+    if not isinstance(expr, sp.Basic) or not expr.args or isinstance(expr, (sp.Symbol, sp.Number)):
+        return expr
+    args = tuple(stable_forms(a) for a in expr.args)
+    node = expr.func(*args) if args != expr.args else expr
+    if isinstance(node, sp.logic.boolalg.Boolean):
+        return node
+    for rule in RULES:
+        new = rule(node)
+        if new is not None and new != node:
+            return stable_forms(_checked(new, node))  # the new node may hold another rule's pattern
+    return node
+
+
+def nan_through(expr):
+    """Piecewise((a, c), (k, True)) with k constant -> Piecewise((k, ~c), (a, True)): NaN reaches a."""
+    def reorder(*pairs):
+        *head, (last, true) = pairs
+        if last.free_symbols or not head:
+            return sp.Piecewise(*pairs)
+        for i, (value, cond) in enumerate(head):
+            negated = sp.Not(cond)
+            if value.free_symbols and not isinstance(negated, sp.Not):
+                others = head[:i] + head[i + 1:]
+                return sp.Piecewise(*others, (last, negated), (value, True))
+        return sp.Piecewise(*pairs)
+
+    return expr.replace(sp.Piecewise, reorder)
 
 
 def float_constants(expr):
@@ -14,7 +199,7 @@ def float_constants(expr):
     if expr.is_Integer or isinstance(expr, sp.Float) or isinstance(expr, (sp.Symbol, sp.logic.boolalg.BooleanAtom)):
         return expr
     if expr.is_number and expr.is_real:
-        return sp.Float(expr.evalf(17), 17)
+        return sp.Float(float(expr.evalf(30)), 17)  # correctly rounded to the nearest double
     if isinstance(expr, sp.Pow) and expr.exp.is_Rational:
         return sp.Pow(float_constants(expr.base), expr.exp)
     if not expr.args:
@@ -23,7 +208,7 @@ def float_constants(expr):
 
 
 def _can_overflow(expr):
-    return expr.has(sp.exp, sp.cosh, sp.sinh) or any(
+    return expr.has(sp.exp, expm1, sp.cosh, sp.sinh) or any(
         p.exp.has(sp.Symbol) for p in expr.atoms(sp.Pow))
 
 
@@ -48,6 +233,51 @@ def clamp_branches(expr):
     return expr.replace(sp.Piecewise, clamp)
 
 
+def _limit_reached(fn, side):
+    """The smallest X = 2**k (k = 3..10) beyond which ``fn`` (an mpmath function) is constant to 2**-60 relative, or
+    below any double (2**-1100), on ``side`` (+1 or -1); None when it has no such finite limit."""
+    with mpmath.workdps(40):
+        try:
+            far = fn(mpmath.mpf(side) * mpmath.mpf(2) ** 40)
+            for k in range(3, 11):
+                near = fn(mpmath.mpf(side) * 2 ** k)
+                if abs(near) < mpmath.mpf(2) ** -1100 and abs(far) < mpmath.mpf(2) ** -1100:
+                    return 2 ** k
+                if abs(near - far) <= mpmath.mpf(2) ** -60 * abs(far):
+                    return 2 ** k
+        except (ValueError, ZeroDivisionError, OverflowError, TypeError):
+            return None
+    return None
+
+
+def saturate(expr):
+    """u in [-X, X] for an expression of one variable u that reaches finite limits at both ends by |u| = X but
+    multiplies a power of u into a factor that vanishes there: gelu_tanh's f' is E * (1 + 0.134 E^2) * sigmoid(-u)
+    * ..., and at |E| > 1e19 in float32 the power overflows while sigmoid(-u) is 0, so inf * 0 = NaN. Beyond X the
+    value is the limit to beyond double precision, so clamping changes nothing else (NaN still passes through
+    np.minimum and np.maximum).
+    """
+    free = expr.free_symbols
+    if len(free) != 1 or expr.has(sp.Piecewise):
+        return expr
+    (var,) = free
+    if not any(p.base == var and p.exp.is_Integer and p.exp >= 2 for p in expr.atoms(sp.Pow)):
+        return expr
+    # mpmath's own expm1, log1p and erfc: SymPy would rewrite erfc(-u) as 2 - erfc(u), which cancels
+    functions = {"expm1": mpmath.expm1, "log1p": mpmath.log1p, "ndtr": lambda u: mpmath.erfc(-u / mpmath.sqrt(2)) / 2}
+    fn = sp.lambdify(var, to_elementary(expr), modules=[functions, "mpmath"])
+    ends = [_limit_reached(fn, side) for side in (1, -1)]
+    if None in ends:
+        return expr
+    bound = sp.Integer(max(ends))
+    return expr.xreplace({var: sp.Max(sp.Min(var, bound), -bound)})
+
+
 def prepare(expr):
     """All passes, in order: what the kernel printer is given."""
-    return float_constants(clamp_branches(expr))
+    return float_constants(clamp_branches(nan_through(saturate(stable_forms(expr)))))
+
+
+def prepare_scalar(expr):
+    """The passes for the scalar printer: only the selected branch of a conditional runs, so nothing is clamped."""
+    return float_constants(nan_through(stable_forms(expr)))

@@ -12,12 +12,11 @@ from codegen.cell_render import cell_context
 from codegen.latex_passes import (Phi, closed_form_sup, definitions as normal_definitions, long_constants,
                                   name_parameters, phi, textbook)
 from codegen.latex_printer import latex, latex_terms
-from codegen.numpy_printer import elementwise_body, scalar_body, ufunc_call
-from codegen.text_printer import scalar_text, text
+from codegen.numpy_printer import elementwise_body, scalar_body, scalar_support, support_names, ufunc_call
+from codegen.text_printer import text
 from codegen.write import write_tree  # noqa: F401  (its old home: interop and older callers import it from here)
 from derive.catalogue import check_name
 from derive.elementwise import H as h_symbol
-from derive.functions import sigmoid, softplus
 from derive.parse import X as x_symbol
 from derive.recurrence import W, delta_t
 
@@ -30,6 +29,7 @@ ENV = jinja2.Environment(
     undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
     autoescape=False,
 )
+ENV.filters["pyrepr"] = repr  # Python literals in Python files: 'x > 0', not JSON's "x \u003e 0"
 # LaTeX is full of braces: its templates use ((( ))) for values, ((* *)) for statements, ((# #)) for comments.
 LATEX_ENV = jinja2.Environment(
     loader=jinja2.FileSystemLoader(str(TEMPLATES)),
@@ -68,9 +68,8 @@ def module_context(d):
         df_expr, df_var, df_arg = s.df, x_symbol, "E"
     df_lines, df_result = elementwise_body(df_expr, df_var, df_arg)
     df_return = _returned(df_result, df_expr, df_var, df_arg)
-    helpers = [name for name, used in (("erf", s.f.has(sp.erf) or s.df.has(sp.erf)),
-                                       ("sigmoid", any(e is not None and e.has(sigmoid) for e in (s.f, df_expr))))
-               if used]
+    scalar_imports, scalar_math = scalar_support(s.f)
+    names = {s.f: "f", s.df: "f'"}  # each formula is written out once, in the module docstring
     if s.gamma is None:
         gamma_value, gamma_note, gamma_text = "None", ": not found", "not found"
     elif s.gamma == sp.oo:
@@ -81,19 +80,17 @@ def module_context(d):
         gamma_text = text(s.gamma) if s.gamma_exact and s.gamma.is_Rational else gamma_value
     return dict(
         header=header("rnn_module.py.jinja"), name=d.name,
-        f_text=text(s.f), f_E_text=scalar_text(s.f, x_symbol, "E"), df_text=text(s.df),
+        f_text=text(s.f), df_text=text(s.df),
         df_h_text=text(s.df_h) if d.uses_output else None, uses_output=d.uses_output,
         kinks=[repr(float(k)) for k in s.kinks], gamma_value=gamma_value, gamma_note=gamma_note, gamma_text=gamma_text,
-        eq={k: text(getattr(d, k)) for k in MATRIX_FIELDS}, grad_h0=text(_at_first_step(d.grad_h_prev)),
-        dh_dE_used=f"diag({scalar_text(s.df_h, h_symbol, 'h_t')})" if d.uses_output else text(d.dh_dE),
+        eq={k: text(getattr(d, k), names) for k in MATRIX_FIELDS}, grad_h0=text(_at_first_step(d.grad_h_prev)),
+        dh_dE_used=text(d.dh_dE, names) + (", from h_t" if d.uses_output else ""),
         f_lines=f_lines, f_return=f_return, f_ufunc=ufunc_call(s.f, x_symbol, "E", "out"), f_result=f_result,
         f_ufunc_step=ufunc_call(s.f, x_symbol, "E_t", "h_t"),
         df_lines=df_lines, df_return=df_return, df_arg=df_arg,
-        support_imports="".join(f", {h}" for h in sorted(helpers)),
+        support_imports="".join(f", {h}" for h in support_names(s.f, df_expr)),
         f_scalar_lines=f_scalar[0], f_scalar_result=f_scalar[1], numba_max_work=NUMBA_MAX_WORK,
-        scalar_imports=", ".join(n for n, fn in (("sigmoid_scalar", sigmoid), ("softplus_scalar", softplus))
-                                 if s.f.has(fn)),
-        scalar_math=s.f.has(sp.erf),
+        scalar_imports=", ".join(scalar_imports), scalar_math=scalar_math,
     )
 
 

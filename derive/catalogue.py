@@ -5,7 +5,8 @@ activations are written with a strict ``x > 0`` on the first branch, so that at 
 from the other branch: relu'(0) = 0, leaky_relu'(0) = 0.01, elu'(0) = 1, selu'(0) = scale*alpha, as in PyTorch.
 
 User activations (added with ``python -m codegen add NAME 'EXPR'``) live in the plain data file
-``derive/user_activations.json`` as {name: expression text}; ``make derive`` reads them through ``parse_expression``.
+``derive/user_activations.json`` as {name: expression text}, or {name: {"expression": text, "keep_input": true}}
+for one added with ``--keep-input``; ``make derive`` reads them through ``parse_expression``.
 """
 import json
 import keyword
@@ -40,11 +41,16 @@ class Activation:
     (``check_name``), ``expr`` must be a SymPy expression and each parameter a SymPy symbol with a number (a SymPy
     number, int or float). Strings are refused: SymPy would evaluate them as Python when substituting.
     Raises DerivationError.
+
+    ``keep_input=True`` asks for accuracy over memory: the kernel keeps E_t and computes f' from it even where f'
+    has a form in the output h (tanh: 1 - h^2 is only as good as h's rounding lets it be, absolute error ~eps,
+    while f' from E is good to a few ulp relative, also where it is tiny; the cost is one more T x N x H array).
     """
 
     name: str
     expr: sp.Expr
     params: dict = field(default_factory=dict, hash=False, compare=False)
+    keep_input: bool = False
 
     def __post_init__(self):
         check_name(self.name)
@@ -100,19 +106,32 @@ def read_user_file(path=USER_FILE):
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise DerivationError(f"{path} is not valid JSON: {e}") from None
-    if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in data.items()):
-        raise DerivationError(f"{path} must hold one JSON object mapping names to expression strings")
+    if not isinstance(data, dict) or not all(isinstance(k, str) and _entry_ok(v) for k, v in data.items()):
+        raise DerivationError(f"{path} must hold one JSON object mapping names to expression strings "
+                              f'(or to {{"expression": string, "keep_input": true or false}})')
     return data
+
+
+def _entry_ok(value):
+    return isinstance(value, str) or (
+        isinstance(value, dict) and set(value) <= {"expression", "keep_input"} and
+        isinstance(value.get("expression"), str) and isinstance(value.get("keep_input", False), bool))
+
+
+def user_entry(value):
+    """(expression text, keep_input) of one entry of the user file."""
+    return (value, False) if isinstance(value, str) else (value["expression"], value.get("keep_input", False))
 
 
 def user_activations(path=USER_FILE, base=CATALOGUE):
     """The user entries of ``path`` parsed into Activations; their names must differ from those in ``base``."""
     taken = {a.name for a in base}
     entries = []
-    for name, text in sorted(read_user_file(path).items()):
+    for name, value in sorted(read_user_file(path).items()):
         check_name(name, taken)
         taken.add(name)
-        entries.append(Activation(name, parse_expression(text)))
+        text, keep_input = user_entry(value)
+        entries.append(Activation(name, parse_expression(text), keep_input=keep_input))
     return tuple(entries)
 
 

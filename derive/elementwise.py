@@ -109,7 +109,7 @@ def _checked_activation(f):
 
 
 def _derivative(f):
-    return _tidy(kink_convention(sp.diff(f, x)))
+    return kink_convention(sp.diff(f, x))  # tidies each piece itself
 
 
 def kinks(df):
@@ -264,8 +264,42 @@ def _sign_change(u, domain):
 
 
 def kink_convention(df):
-    """At a kink SymPy's Heaviside(0) is 1/2; we take 0 (PyTorch's relu'(0) = 0) and write it as a Piecewise."""
-    return df.replace(sp.Heaviside, lambda u, *rest: sp.Piecewise((1, u > 0), (0, True)))
+    """f' with its value at every kink set to the left limit f'(k-), whatever value the raw derivative has there.
+
+    The rule: split the real line at the finite boundaries of f''s pieces (Heaviside, sign, Abs, Max, Min and
+    Piecewise all become pieces), take on each open interval the piece that holds there, and close each interval on
+    the right, so that at a boundary k the piece of the interval left of k is used: its value at k is the one-sided
+    limit f'(k-) (each piece is an elementary expression, continuous on its closed interval). The left limit lies
+    in the subgradient interval [min(f'(k-), f'(k+)), max(...)] and gives PyTorch's values for the catalogue
+    (relu'(0) = 0, leaky_relu'(0) = 0.01, selu'(0) = scale*alpha), however the user wrote f: ``max(x, 0.1*x)``,
+    a Piecewise in either order, ``abs`` and ``min`` alike. Boundaries where the two sides agree are merged away.
+    Each piece is then simplified (``_tidy``) on its own. Where SymPy cannot solve for the boundaries, the value at
+    a kink is the midpoint of the one-sided values (Heaviside(0) = 1/2), still inside the subgradient interval.
+    """
+    raw = sp.piecewise_fold(
+        df.replace(sp.Heaviside, lambda u, *rest: sp.Piecewise((1, u > 0), (0, u < 0), (sp.S.Half, True))))
+    try:
+        pieces = [(e, d) for e, d in _branches(raw) if not d.is_empty]
+        edges = sorted({p for _, d in pieces for p in d.boundary if p.is_finite and p.is_real})
+    except (DerivationError, NotImplementedError):
+        # SymPy cannot solve where the pieces meet (max(tanh(x), x)): no left side can be told, so the kink keeps
+        # Heaviside(0) = 1/2, the midpoint of the two one-sided values, which lies in the subgradient interval too
+        return _tidy(raw)
+    if len(pieces) == 1:
+        return _tidy(pieces[0][0])
+    if not edges:
+        return _tidy(sp.piecewise_fold(raw))
+    probes = [edges[0] - 1] + [(a + b) / 2 for a, b in zip(edges, edges[1:])] + [edges[-1] + 1]
+    exprs = [next(e for e, d in pieces if d.contains(p) is sp.true) for p in probes]
+    merged = []  # (expression, right end of its interval), adjacent equal expressions joined
+    for expr, right in zip(exprs, edges + [None]):
+        if merged and expr == merged[-1][0]:
+            merged[-1] = (expr, right)
+        else:
+            merged.append((expr, right))
+    if len(merged) == 1:
+        return _tidy(merged[0][0])
+    return sp.Piecewise(*[(_tidy(e), x <= right) for e, right in merged[:-1]], (_tidy(merged[-1][0]), True))
 
 
 def _tidy(expr):
@@ -417,7 +451,8 @@ def output_form(f, df):
     """f' written in h = f(x) alone, as a SymPy expression in ``H``; None when no such form exists or none is found.
 
     Piecewise f: each branch is inverted on its own domain, and the branches are told apart in h by their images,
-    which must not overlap (relu: x > 0 <=> h > 0).
+    which must not overlap (relu: x > 0 <=> h > 0); at the h of a kink the form gives f''s own value there (the
+    left limit, see ``kink_convention``).
     """
     pieces = []
     for fi, domain in _branches(f):
@@ -434,28 +469,23 @@ def output_form(f, df):
             if not sp.Intersection(a, b).is_empty:
                 return None
     if len(pieces) == 1:
-        form = pieces[0][0]
-    else:
-        whole = sp.Union(*[image for _, image in pieces])
-        form = sp.Piecewise(*[(g, _within(image, whole).as_relational(H)) for g, image in pieces[:-1]],
-                            (pieces[-1][0], True))
-    # The whole form, kinks included, against f' at 40 digits: the final word on whether it is used.
+        return pieces[0][0] if _form_holds(pieces[0][0], f, df) else None
+    # Where two images meet (relu: {0} and (0, oo)), one branch must own the shared h; which one is not known from
+    # the images alone (f increasing: the lower image is the left limit's), so both are tried against f' itself.
+    ascending = sorted(pieces, key=lambda p: (float(p[1].inf), float(p[1].sup)))
+    lower_owns = sp.Piecewise(*[(g, H <= image.sup) for g, image in ascending[:-1]], (ascending[-1][0], True))
+    upper_owns = sp.Piecewise(*[(g, H >= image.inf) for g, image in ascending[:0:-1]], (ascending[0][0], True))
+    return next((form for form in (lower_owns, upper_owns) if _form_holds(form, f, df)), None)
+
+
+def _form_holds(form, f, df):
+    """The whole form, kinks included, against f' at 40 digits: the final word on whether it is used."""
     gm, fm, dm = _mp(form, H), _mp(f, x), _mp(df, x)
     with mpmath.workdps(_DIGITS):
-        ok = all(_agree(gm(fm(mpmath.mpf(p))), dm(mpmath.mpf(p))) for p in GRID + (sp.Integer(0),))
-    return form if ok else None
-
-
-def _within(image, whole):
-    """The image as the shortest interval that selects it among the values h can take (h >= 0, not 0 <= h < 1)."""
-    def same_end(end):  # the image reaches that end of the whole range, attained exactly when the whole is
-        return end.is_finite is not True or (whole.contains(end) is sp.true) == (image.contains(end) is sp.true)
-
-    if isinstance(image, sp.Interval) and image.sup == whole.sup and same_end(whole.sup):
-        image = sp.Interval(image.inf, sp.oo, image.left_open, True)
-    if isinstance(image, sp.Interval) and image.inf == whole.inf and same_end(whole.inf):
-        image = sp.Interval(-sp.oo, image.sup, True, image.right_open)
-    return image
+        try:
+            return all(_agree(gm(fm(mpmath.mpf(p))), dm(mpmath.mpf(p))) for p in GRID + (sp.Integer(0),))
+        except (ZeroDivisionError, ValueError, TypeError):
+            return False
 
 
 def sup_abs(df):

@@ -84,7 +84,9 @@ class Derivation:
 
     @property
     def uses_output(self):
-        return self.scalar.uses_output
+        """Whether the kernel takes f' from h_t (and keeps no E_t): when a form in h exists and the activation does
+        not ask to keep its input (``Activation.keep_input``, accuracy over memory)."""
+        return self.scalar.uses_output and not self.activation.keep_input
 
 
 f_generic = sp.Function("f")  # the activation, left undefined while the matrix calculus is done

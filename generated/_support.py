@@ -24,16 +24,25 @@ def sigmoid(u):
     return np.where(u >= 0, 1 / (1 + z), z / (1 + z))
 
 
-try:  # SciPy's erf is vectorised C; without SciPy, math.erf element by element (same values, slower)
-    from scipy.special import erf
+_SQRT_HALF = 0.7071067811865476  # sqrt(2)/2, correctly rounded
+
+try:  # SciPy's erf, erfc and ndtr are vectorised C; without SciPy, the math module's element by element (slower)
+    from scipy.special import erf, erfc, ndtr
 except ImportError:  # pragma: no cover - depends on the environment
-    _erf = np.vectorize(math.erf, otypes=[np.float64])
+    def _elementwise(fn, doc):
+        vectorised = np.vectorize(fn, otypes=[np.float64])
 
-    def erf(u):
-        """The error function, elementwise, in the dtype of ``u``."""
-        u = np.asarray(u)
-        return _erf(u).astype(u.dtype, copy=False)
+        def apply(u):
+            u = np.asarray(u)
+            return vectorised(u).astype(u.dtype, copy=False)
+        apply.__doc__ = doc
+        return apply
 
+    erf = _elementwise(math.erf, "The error function, elementwise, in the dtype of ``u``.")
+    erfc = _elementwise(math.erfc, "1 - erf(u) without the cancellation, elementwise, in the dtype of ``u``.")
+    # Phi(u) = erfc(-u/sqrt(2))/2, computed in double from the exact u (as SciPy's ndtr for float32 input)
+    ndtr = _elementwise(lambda u: 0.5 * math.erfc(-u * _SQRT_HALF),
+                        "The standard normal distribution function, elementwise, in the dtype of ``u``.")
 
 try:  # Numba is optional: without it every kernel runs its NumPy loops
     import numba
@@ -48,6 +57,11 @@ if numba is not None:
             return 1.0 / (1.0 + math.exp(-u))
         z = math.exp(u)
         return z / (1.0 + z)
+
+    @numba.njit(cache=True)
+    def ndtr_scalar(u):
+        """Phi(u) = erfc(-u/sqrt(2))/2 of one float (accurate in both tails: no 1 + erf cancellation)."""
+        return 0.5 * math.erfc(-u * _SQRT_HALF)
 
     @numba.njit(cache=True)
     def softplus_scalar(u):

@@ -169,7 +169,7 @@ def backward(dh, cache, dfinal=None):
         d_n = g_h*(1 - z)
         d_z = g_h*(h - n)
         d_h = g_h*z
-        _tmp0 = d_n*(1 - n**2)
+        _tmp0 = d_n*(1 - n)*(n + 1)
         d_r = _tmp0*(W_hn_h + b_hn)
         d_W_iz_x = d_z*z*(1 - z)
         d_W_in_x = _tmp0
@@ -227,7 +227,7 @@ def _step_factors(cache, t):
     n = _n_seq[_t]
     W_hn_h = _W_hn_h_seq[_t]
     _tmp0 = 1 - z
-    _tmp1 = _tmp0*r*(1 - n**2)
+    _tmp1 = _tmp0*r*(1 - n)*(n + 1)
     J_h_h = z
     J_h_W_hr = _tmp1*(1 - r)*(W_hn_h + b_hn)
     J_h_W_hz = _tmp0*z*(h - n)

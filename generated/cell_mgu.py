@@ -139,7 +139,7 @@ def backward(dh, cache, dfinal=None):
         g_h = _d_out[_t] + _carry_h  # dL/dh_t from outside the step
         d_n = f*g_h
         d_h = g_h*(1 - f)
-        _tmp0 = d_n*(1 - n**2)
+        _tmp0 = d_n*(1 - n)*(n + 1)
         d_f = W_hn_h*_tmp0 + g_h*(-h + n)
         d_W_xn_x = _tmp0
         d_W_hn_h = _tmp0*f
@@ -190,7 +190,7 @@ def _step_factors(cache, t):
     n = _n_seq[_t]
     W_hn_h = _W_hn_h_seq[_t]
     _tmp0 = 1 - f
-    _tmp1 = f**2*(1 - n**2)
+    _tmp1 = f**2*(1 - n)*(n + 1)
     J_h_h = _tmp0
     J_h_W_hf = W_hn_h*_tmp0*_tmp1 + _tmp0*f*(-h + n)
     J_h_W_hn = _tmp1

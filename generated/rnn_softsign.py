@@ -2,24 +2,24 @@
 # Do not edit: change the derivation or the template and run `make derive`.
 """Vanilla RNN with the activation softsign: forward and BPTT kernels derived by SymPy.
 
-f(x) = x/(Abs(x) + 1)
-f'(x) = -x*sign(x)/(Abs(x) + 1)**2 + 1/(Abs(x) + 1)
-f' in terms of the output h = f(x): Piecewise(((h - 1)**2, h >= 0), ((h + 1)**2, True))
+f(x) = x/(abs(x) + 1)
+f'(x) = (x - 1)**(-2) if x <= 0 else (x + 1)**(-2)
+f' in terms of the output h = f(x): (h + 1)**2 if h <= 0 else (h - 1)**2
 (found and verified by the engine, so the backward pass keeps only h_t)
 
 The derivation, printed from the same SymPy objects as the code below (t = 1..T):
 
     E_t = V x_t + W h_{t-1} + b_h
-    h_t = E_t/(Abs(E_t) + 1)
-    dh_t/dE_t = diag(-E_t*sign(E_t)/(Abs(E_t) + 1)**2 + 1/(Abs(E_t) + 1))
+    h_t = f(E_t)
+    dh_t/dE_t = diag(f'(E_t))
     dE_t/dh_{t-1} = W
-    dh_t/dh_{t-1} = diag(-E_t*sign(E_t)/(Abs(E_t) + 1)**2 + 1/(Abs(E_t) + 1)) W
+    dh_t/dh_{t-1} = diag(f'(E_t)) W
 
 Backpropagation through time, for a loss L with g_t = dL/dh_t (its direct term) and delta_t = dL/dE_t,
 from t = T down to 1 with delta_{T+1} = 0:
 
     dL/dh_t = g_t + W^T delta_{t+1}
-    delta_t = diag(-E_t*sign(E_t)/(Abs(E_t) + 1)**2 + 1/(Abs(E_t) + 1)) (g_t + W^T delta_{t+1})
+    delta_t = diag(f'(E_t)) (g_t + W^T delta_{t+1})
     dV = sum_t delta_t x_t^T      dW = sum_t delta_t h_{t-1}^T      db = sum_t delta_t
     dx_t = V^T delta_t          dh_0 = W^T delta_1
 
@@ -33,10 +33,10 @@ import numpy as np
 
 from generated._support import Cache, Grads, check_backward, check_forward, check_span, check_time, numba, use_numba
 
-NAME = "softsign"
-EXPRESSION = "x/(Abs(x) + 1)"
-DERIVATIVE = "-x*sign(x)/(Abs(x) + 1)**2 + 1/(Abs(x) + 1)"
-DERIVATIVE_FROM_OUTPUT = "Piecewise(((h - 1)**2, h \u003e= 0), ((h + 1)**2, True))"
+NAME = 'softsign'
+EXPRESSION = 'x/(abs(x) + 1)'  # f(x)
+DERIVATIVE = '(x - 1)**(-2) if x <= 0 else (x + 1)**(-2)'  # f'(x)
+DERIVATIVE_FROM_OUTPUT = '(h + 1)**2 if h <= 0 else (h - 1)**2'  # f' in terms of h = f(x), when the backward pass uses it
 USES_OUTPUT = True
 GAMMA = 1.0  # sup |f'| (exact)
 BACKEND = "auto"  # "auto": compiled loops (Numba) for small N*H*H when installed; or force "numpy" / "numba"
@@ -46,7 +46,7 @@ KINKS = ()  # where f' jumps: finite differences must stay clear
 
 
 def activation(E, out=None):
-    """h = f(E) = E/(Abs(E) + 1), elementwise; into ``out`` when given (it may be E itself)."""
+    """h = f(E), elementwise (f as in EXPRESSION); into ``out`` when given (it may be E itself)."""
     if out is None:
         return np.asarray(E/(np.abs(E) + 1), dtype=E.dtype)
     out[...] = E/(np.abs(E) + 1)
@@ -54,8 +54,8 @@ def activation(E, out=None):
 
 
 def activation_derivative(h):
-    """f'(E_t), from the output h_t = f(E_t): Piecewise(((h - 1)**2, h >= 0), ((h + 1)**2, True))."""
-    return np.asarray(np.where((h >= 0), (h - 1)**2, (h + 1)**2), dtype=h.dtype)
+    """f'(E_t) from the output h_t = f(E_t), as in DERIVATIVE_FROM_OUTPUT, elementwise."""
+    return np.asarray(np.where((h <= 0), (h + 1)**2, (h - 1)**2), dtype=h.dtype)
 
 
 def forward(x, h0, V, W, b):
@@ -79,7 +79,7 @@ def forward(x, h0, V, W, b):
     for E_t, h_t in zip(E, h):  # views of step t (the same array when E is h)
         np.matmul(h_prev, W_T, out=W_h)  # W h_{t-1}, rows as batch
         E_t += W_h  # E_t = V x_t + W h_{t-1} + b_h
-        activation(E_t, out=h_t)  # h_t = E_t/(Abs(E_t) + 1)
+        activation(E_t, out=h_t)  # h_t = f(E_t)
         h_prev = h_t
     return h, Cache(x, h0, V, W, b, h, None)
 
@@ -94,7 +94,7 @@ def backward(dh, cache):
     T, N, D = x.shape
     H = h0.shape[1]
     # f'(E_t) for all t at once; delta is then filled in place, step by step
-    delta = derivatives(cache)  # dh_t/dE_t = diag(Piecewise(((h_t - 1)**2, h_t >= 0), ((h_t + 1)**2, True)))
+    delta = derivatives(cache)  # dh_t/dE_t = diag(f'(E_t)), from h_t
     if use_numba(BACKEND, N * H * H, NUMBA_MAX_WORK):
         W_delta = _backward_loop(delta, dh, W)  # the same steps, compiled
     else:
@@ -102,7 +102,7 @@ def backward(dh, cache):
         W_delta = np.zeros((N, H), dtype=x.dtype)  # W^T delta_{T+1} = 0
         for delta_t, dh_t in zip(delta[::-1], dh[::-1]):  # t = T, ..., 1
             np.add(dh_t, W_delta, out=dL_dh)  # dL/dh_t = g_t + W^T delta_{t+1}
-            delta_t *= dL_dh  # delta_t = diag(-E_t*sign(E_t)/(Abs(E_t) + 1)**2 + 1/(Abs(E_t) + 1)) (g_t + W^T delta_{t+1})
+            delta_t *= dL_dh  # delta_t = diag(f'(E_t)) (g_t + W^T delta_{t+1})
             np.matmul(delta_t, W, out=W_delta)  # W^T delta_t, rows as batch
     delta_rows = delta.reshape(T * N, H)
     dV = delta_rows.T @ x.reshape(T * N, D)  # dV = sum_t delta_t x_t^T
@@ -117,7 +117,7 @@ def backward(dh, cache):
 if numba is not None:
     @numba.njit(cache=True)
     def _activation_scalar(E):
-        """h = f(E) for one float: E/(Abs(E) + 1)."""
+        """h = f(E) for one float."""
         return E/(abs(E) + 1)
 
     @numba.njit(cache=True, fastmath={"reassoc", "contract"})  # sums may be reordered: SIMD dot products
@@ -132,7 +132,7 @@ if numba is not None:
                     for j in range(H):
                         acc += W[i, j] * h_prev[n, j]  # E_t = V x_t + W h_{t-1} + b_h
                     E[t, n, i] = acc
-                    h[t, n, i] = _activation_scalar(acc)  # h_t = E_t/(Abs(E_t) + 1)
+                    h[t, n, i] = _activation_scalar(acc)  # h_t = f(E_t)
 
     @numba.njit(cache=True, fastmath={"reassoc", "contract"})
     def _backward_loop(delta, dh, W):
@@ -142,7 +142,7 @@ if numba is not None:
         for t in range(T - 1, -1, -1):
             for n in range(N):
                 for i in range(H):
-                    delta[t, n, i] *= dh[t, n, i] + W_delta[n, i]  # delta_t = diag(-E_t*sign(E_t)/(Abs(E_t) + 1)**2 + 1/(Abs(E_t) + 1)) (g_t + W^T delta_{t+1})
+                    delta[t, n, i] *= dh[t, n, i] + W_delta[n, i]  # delta_t = diag(f'(E_t)) (g_t + W^T delta_{t+1})
                 W_delta[n, :] = 0.0
                 for i in range(H):  # W^T delta_t, row by row of W (contiguous)
                     d = delta[t, n, i]
@@ -170,7 +170,7 @@ def step_backward(dh_t, cache):
 
 
 def jacobian(cache, t):
-    """dh_t/dh_{t-1} = diag(-E_t*sign(E_t)/(Abs(E_t) + 1)**2 + 1/(Abs(E_t) + 1)) W for each batch row: (N, H, H), t in 1..T."""
+    """dh_t/dh_{t-1} = diag(f'(E_t)) W for each batch row: (N, H, H), t in 1..T."""
     t = check_time(cache, t)
     d = activation_derivative(cache.h[t - 1])  # f'(E_t), (N, H)
     return d[:, :, None] * cache.W[None, :, :]  # diag(f'(E_t)) W, row by row
@@ -198,7 +198,7 @@ def jacobian_products(cache, t, max_bytes=JACOBIAN_MAX_BYTES):
                           f"max_bytes= (or None), or use pushforward / pullback, which never form the matrices")
     d = derivatives(cache)
     P = np.empty((t, N, H, H), dtype=cache.h.dtype)
-    P[t - 1] = d[t - 1][:, :, None] * cache.W  # dh_t/dh_{t-1} = diag(-E_t*sign(E_t)/(Abs(E_t) + 1)**2 + 1/(Abs(E_t) + 1)) W
+    P[t - 1] = d[t - 1][:, :, None] * cache.W  # dh_t/dh_{t-1} = diag(f'(E_t)) W
     for k in range(t - 2, -1, -1):
         np.matmul(P[k + 1] * d[k][:, None, :], cache.W, out=P[k])  # (dh_t/dh_{k+1}) diag(f'(E_{k+1})) W
     return P

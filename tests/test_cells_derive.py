@@ -337,7 +337,8 @@ def test_rnn_cell_prints_min_char_rnn_style_kernels():
     assert step[:5] == [
         "    h_next = _h_seq[_t]  # h_t",
         "    g_h = _d_out[_t] + _carry_h  # dL/dh_t from outside the step",
-        "    d_V_x = g_h*(1 - h_next**2)",  # delta_t = (g_t + W^T delta_{t+1}) * f'(E_t), f' from h_t
+        # delta_t = (g_t + W^T delta_{t+1}) * f'(E_t), f' from h_t (1 - h^2 factored by the numerics pass)
+        "    d_V_x = g_h*(1 - h_next)*(h_next + 1)",
         "    _d_V_x[_t] = d_V_x",  # dL/d(V x_t) = dL/d(W h_(t-1)): one array serves dV, dW, db and dx
         "    _carry_h = _d_V_x[_t] @ W  # dL/dh_(t-1)",
     ]

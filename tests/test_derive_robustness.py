@@ -52,7 +52,7 @@ def test_optional_steps_that_sympy_cannot_do_degrade(text, kinks, gamma):
     ("log(abs(x - 0.1))", "checks", r"log\(Abs\(x - 1/10\)\) is not real and finite .*x - 1/10 = 0 at x = 1/10"),
     ("tan(x)", "checks", r"tan\(x\) is not real and finite .*cos\(x\) = 0 at x = pi/2"),
     ("1/(x - 0.1)", "checks", r"1/\(x - 1/10\) is not real and finite .*x - 1/10 = 0 at x = 1/10"),
-    ("sqrt(abs(x - 0.1))", "checks of f'", r"not differentiable everywhere.*: x - 1/10 = 0 at x = 1/10"),
+    ("sqrt(abs(x - 0.1))", "checks of f'", r"not differentiable everywhere.*: (x - 1/10|1/10 - x) = 0 at x = 1/10"),
     ("x*1e200*1e200", "checks", r"has the constant 1\.00e\+400, beyond the range of float64"),
     ("x*1e-200*1e-200", "checks", r"has the constant 1\.00e-400, beyond the range of float64"),
     ("exp(exp(exp(x)))", "checks", r"exp\(exp\(exp\(x\)\)\) is not real and finite .* beyond any float"),

@@ -77,10 +77,16 @@ def test_name_parameters_writes_selu_constants_as_lambda_alpha(derivations):
     assert long_constants(BY_NAME["leaky_relu"].params) == {}  # 1/100 prints exactly: no name needed
 
 
-def test_fold_sign_gives_softsigns_textbook_derivative(derivations):
-    df = derivations["softsign"].df
+def test_fold_sign_gives_softsigns_textbook_derivative():
+    df = sp.diff(x / (1 + sp.Abs(x)), x)
     assert df.has(sp.sign)  # SymPy's own derivative has two terms with sign(x)
     assert fold_sign(df) == 1 / (1 + sp.Abs(x))**2
+
+
+def test_fold_abs_branches_gives_softsigns_textbook_derivative_from_the_kink_rules_pieces(derivations):
+    df = derivations["softsign"].df  # the kink rule writes it left piece first: (x - 1)^-2 for x <= 0
+    assert isinstance(df, sp.Piecewise) and df.args[0][1] == (x <= 0)
+    assert fold_abs_branches(df) == 1 / (1 + sp.Abs(x))**2
 
 
 def test_fold_abs_branches_and_positive_sums_give_softsigns_output_form(derivations):
