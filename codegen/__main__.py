@@ -9,6 +9,7 @@
 import argparse
 import json
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from codegen.render import render
 from codegen.write import locked, write_tree
 from derive.catalogue import (CATALOGUE, USER_FILE, Activation, all_activations, check_name, read_user_file,
                               user_activations)
-from derive.parse import parse_expression
+from derive.parse import ARITY, CONSTANTS, FUNCTIONS, parse_expression
 
 
 def _add(name, text, user_file=USER_FILE, root=GENERATED, base=CATALOGUE, workers=None):
@@ -59,15 +60,34 @@ def _check(user_file=USER_FILE, root=GENERATED, base=CATALOGUE, workers=None):
         return drift(emit(user_file, workers, base), root)
 
 
+def _expression_help():
+    """What an expression may contain, from the parser's own tables (so the help cannot drift from them)."""
+    calls = ", ".join(f"{name}(a, b)" if ARITY.get(name, 1) == 2 else name for name in sorted(FUNCTIONS))
+    constants = ", ".join(c for c in CONSTANTS if c != "x")
+    text = (f"EXPRESSION is in x, with numbers, the constants {constants}, the operators + - * / ** and unary "
+            f"minus, and calls of these functions: {calls}. Anything else (other names, attributes, strings, "
+            f"keyword arguments) is refused, quoting the text and its column.")
+    return textwrap.fill(text, 100) + "\n\nexample: python -m codegen add swish2 'x*sigmoid(2*x)'"
+
+
+EXPRESSION_HELP = _expression_help()
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m codegen", description=__doc__.splitlines()[1])
     parser.add_argument("--check", action="store_true", help="compare generated/ with what is emitted now")
     sub = parser.add_subparsers(dest="command")
-    add = sub.add_parser("add", help="add a user activation, e.g. add swish2 'x*sigmoid(2*x)'")
-    add.add_argument("name")
-    add.add_argument("expression")
+    add = sub.add_parser("add", help="add a user activation, e.g. add swish2 'x*sigmoid(2*x)'",
+                         description=textwrap.fill(
+                             "Add a user activation: it is derived and rendered with the whole catalogue first, "
+                             "then derive/user_activations.json and generated/ are written together; on any error "
+                             "nothing changes.", 100),
+                         epilog=EXPRESSION_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add.add_argument("name", help="the new activation's name: a lowercase identifier (a letter, then letters, "
+                                  "digits or '_', at most 40 characters) not already taken")
+    add.add_argument("expression", help="the activation as an expression in x (quote it for the shell)")
     rm = sub.add_parser("remove", help="remove a user activation")
-    rm.add_argument("name")
+    rm.add_argument("name", help="a name added with `add` (catalogue entries cannot be removed)")
     sub.add_parser("list", help="list the activations")
     args = parser.parse_args(argv)
     start = time.perf_counter()
