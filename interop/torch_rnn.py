@@ -31,8 +31,8 @@ def _host(t):
     return t.detach().cpu().numpy()
 
 
-def _check_kernel_dtype(tensors):
-    for name, t in zip(("x", "h0", "V", "W", "b"), tensors):
+def _check_kernel_dtype(tensors, names=("x", "h0", "V", "W", "b")):
+    for name, t in zip(names, tensors):
         if t.dtype not in KERNEL_DTYPES:
             raise TypeError(f"the generated kernels compute in float32 or float64; {name} has dtype {t.dtype}: "
                             f"convert it (.float() or .double()), or run the model in float32 under autocast")
@@ -134,7 +134,196 @@ def _run_direction(module, x, h0, V, W, b, lengths, reverse):
     return h, last
 
 
-class RNN(torch.nn.RNNBase):
+class CellFunction(torch.autograd.Function):
+    """A generated cell (``generated.load("lstm")``, ``"gru"``) over x with its own forward and BPTT backward.
+
+    ``CellFunction.apply(module, x, *states0, *parameters)``, the tensors in the order of ``module.ARGUMENTS``
+    (PyTorch's layouts), returns the output sequence (T, N, H) and the last value of every other state (the LSTM's
+    c_T, (N, H)). As in RNNFunction, everything backward reads is saved with ``ctx.save_for_backward`` (an
+    in-place change raises autograd's error), and double backward is refused with a message.
+    """
+
+    @staticmethod
+    def forward(ctx, module, *tensors):
+        _check_kernel_dtype(tensors, module.ARGUMENTS)
+        device = tensors[0].device
+        out, cache = module.forward(*(_host(t) for t in tensors))
+        out_tensor = torch.from_numpy(out).to(device)
+        others = [s for s in module.STATES if s != module.OUTPUT]
+        finals = [torch.from_numpy(np.ascontiguousarray(getattr(cache, s)[-1])).to(device) for s in others]
+        extra = [out_tensor if name == module.OUTPUT else torch.from_numpy(getattr(cache, name)).to(device)
+                 for name in cache._fields[len(tensors):]]
+        ctx.module, ctx.others = module, others
+        ctx.save_for_backward(*tensors, *extra)
+        return (out_tensor, *finals)
+
+    @staticmethod
+    @_refuse_double_backward
+    def backward(ctx, d_out, *d_finals):
+        saved = ctx.saved_tensors  # raises if any of them was changed in place since forward
+        device = saved[0].device
+        cache = ctx.module.Cache(*(_host(t) for t in saved))
+        dfinal = {s: np.ascontiguousarray(_host(d)) for s, d in zip(ctx.others, d_finals)}
+        grads = ctx.module.backward(np.ascontiguousarray(_host(d_out)), cache, dfinal or None)
+        return (None, *(torch.from_numpy(np.ascontiguousarray(g)).to(device) for g in grads))
+
+
+def _groups(lengths):
+    """(start, stop, length) of the runs of equal lengths in ``lengths`` (sorted, longest first)."""
+    runs, start = [], 0
+    values = lengths.tolist()
+    for n in range(1, len(values) + 1):
+        if n == len(values) or values[n] != values[start]:
+            runs.append((start, n, values[start]))
+            start = n
+    return runs
+
+
+def _run_cell_direction(module, x, states, params, lengths, reverse):
+    """One layer of a cell in one direction: x (T, N, D), states [(N, H)] -> (output (T, N, H), [last states]).
+
+    With ``lengths`` (packed input) the sequences of one length run together, each over its own steps only: the
+    kernels' backward takes the gradient of the states at the last step T, so no sequence may end earlier.
+    """
+    if lengths is None:
+        runs, T = [(0, x.shape[1], x.shape[0])], x.shape[0]
+    else:
+        runs, T = _groups(lengths), x.shape[0]
+    outputs, finals = [], []
+    for start, stop, steps in runs:
+        xg = x[:steps, start:stop]
+        if reverse:
+            xg = xg.flip(0)
+        out, *others = CellFunction.apply(module, xg.contiguous(), *(s[start:stop].contiguous() for s in states),
+                                          *params)
+        finals.append([out[-1], *others])
+        if reverse:
+            out = out.flip(0)
+        if steps < T:
+            out = torch.cat([out, out.new_zeros((T - steps,) + out.shape[1:])])
+        outputs.append(out)
+    output = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=1)
+    last = [f[0] if len(finals) == 1 else torch.cat(f, dim=0) for f in zip(*finals)]
+    return output, last
+
+
+class _KernelStack:
+    """The layers, directions, input forms and checks of torch.nn.RNN, LSTM and GRU, over generated kernels.
+
+    A subclass of torch.nn.RNNBase (or nn.LSTM, nn.GRU) mixing this in sets ``_NAME`` ("RNN", "LSTM", "GRU"),
+    ``_STATES`` (how many state tensors hx holds) and ``_direction`` (one layer in one direction).
+    """
+
+    _NAME, _STATES = "RNN", 1
+
+    def flatten_parameters(self):
+        """Nothing to do: the kernels read each parameter where it is (cuDNN's flat buffer is not used)."""
+
+    def _hx_dims(self, hx, batched):
+        """hx for 3-D input, or made 3-D for unbatched input, with torch's messages for a wrong dimension."""
+        states = hx if self._STATES > 1 else (hx,)
+        want = 3 if batched else 2
+        if all(s.dim() == want for s in states):
+            out = [s if batched else s.unsqueeze(1) for s in states]
+            return tuple(out) if self._STATES > 1 else out[0]
+        kind = "batched 3-D" if batched else "unbatched 2-D"
+        if self._STATES > 1:
+            dims = ", ".join(f"{s.dim()}-D" for s in states)
+            raise RuntimeError(f"For {kind} input, hx and cx should also be {want}-D but got ({dims}) tensors")
+        raise RuntimeError(f"For {kind} input, hx should also be {want}-D but got {hx.dim()}-D tensor")
+
+    def forward(self, input, hx=None):
+        """input (T, N, D), (N, T, D) with batch_first, (T, D) unbatched, or a PackedSequence; hx
+        (num_layers * num_directions, N, H) (a tuple (h_0, c_0) for LSTM), 2-D for unbatched input; None: zeros.
+
+        Returns (output, h_n) as torch's module does: output (T, N, num_directions * H) in the input's form (a
+        PackedSequence for one), h_n (num_layers * num_directions, N, H) ((h_n, c_n) for LSTM), in the order
+        layer 0 forward, layer 0 reverse, layer 1 forward, ...
+        """
+        self._update_flat_weights()
+        weight_dtype = self._flat_weights[0].dtype
+        if weight_dtype not in KERNEL_DTYPES:
+            raise TypeError(f"{self._NAME} computes in float32 or float64, but its parameters are {weight_dtype}: "
+                            f"call .float() or .double() on the module (under torch.autocast a float32 module "
+                            f"takes half-precision input and computes in float32)")
+        directions = 2 if self.bidirectional else 1
+        packed = isinstance(input, PackedSequence)
+        batched = True
+        if packed:
+            data, batch_sizes, sorted_indices, unsorted_indices = input
+            N = int(batch_sizes[0])
+            if hx is not None:
+                hx = self.permute_hidden(hx, sorted_indices)
+            x_check = data
+        else:
+            batch_sizes = None
+            if input.dim() not in (2, 3):
+                tensor = " tensor" if self._NAME == "RNN" else ""
+                raise ValueError(f"{self._NAME}: Expected input to be 2D or 3D, got {input.dim()}D{tensor} instead")
+            batched = input.dim() == 3
+            if not batched:
+                input = input.unsqueeze(0 if self.batch_first else 1)
+            if hx is not None:
+                hx = self._hx_dims(hx, batched)
+            N = input.size(0) if self.batch_first else input.size(1)
+            x_check = input
+        if hx is None:
+            zeros = [torch.zeros(self.num_layers * directions, N, self.hidden_size, dtype=x_check.dtype,
+                                 device=x_check.device) for _ in range(self._STATES)]
+            hx = tuple(zeros) if self._STATES > 1 else zeros[0]
+        self.check_forward_args(x_check, hx, batch_sizes)  # torch's checks and messages
+        states = list(hx) if self._STATES > 1 else [hx]
+        if torch.is_autocast_enabled(x_check.device.type) or x_check.dtype != weight_dtype:
+            # only reached under autocast (check_forward_args refuses a mismatch otherwise): compute in the
+            # parameters' dtype, as the kernels have no half precision
+            x_check, states = x_check.to(weight_dtype), [s.to(weight_dtype) for s in states]
+        if packed:
+            x, lengths = pad_packed_sequence(PackedSequence(x_check, batch_sizes))  # (T, N, D), sorted order
+        else:
+            x, lengths = (x_check.transpose(0, 1) if self.batch_first else x_check), None
+        output, finals = self._layers(x, states, lengths)
+        h_n = tuple(finals) if self._STATES > 1 else finals[0]
+        if packed:
+            data = pack_padded_sequence(output, lengths).data
+            return PackedSequence(data, batch_sizes, sorted_indices, unsorted_indices), \
+                self.permute_hidden(h_n, unsorted_indices)
+        if self.batch_first:
+            output = output.transpose(0, 1)
+        if not batched:
+            output = output.squeeze(0 if self.batch_first else 1)
+            h_n = tuple(s.squeeze(1) for s in h_n) if self._STATES > 1 else h_n.squeeze(1)
+        return output, h_n
+
+    def _layers(self, x, states, lengths):
+        """The stack: x (T, N, D) time-major, states [(L * dirs, N, H)] -> (output (T, N, dirs * H), finals)."""
+        module = self.kernels
+        directions = 2 if self.bidirectional else 1
+        per = len(self._all_weights[0])
+        finals = [[] for _ in states]
+        for layer in range(self.num_layers):
+            outputs = []
+            for direction in range(directions):
+                k = layer * directions + direction
+                weights = self._flat_weights[per * k:per * (k + 1)]
+                out, last = self._direction(module, x, [s[k] for s in states], weights, lengths, direction == 1)
+                outputs.append(out)
+                for f, value in zip(finals, last):
+                    f.append(value)
+            x = outputs[0] if directions == 1 else torch.cat(outputs, dim=2)
+            if self.dropout and self.training and layer < self.num_layers - 1:
+                x = torch.nn.functional.dropout(x, self.dropout, training=True)
+        return x, [torch.stack(f) for f in finals]
+
+    def _weights(self, weights):
+        """(weight_ih, weight_hh, bias_ih, bias_hh) of one layer and direction; zeros for bias=False."""
+        if self.bias:
+            return tuple(weights[:4])
+        w_ih, w_hh = weights[:2]
+        zero = torch.zeros(w_ih.shape[0], dtype=w_ih.dtype, device=w_ih.device)
+        return w_ih, w_hh, zero, zero
+
+
+class RNN(_KernelStack, torch.nn.RNNBase):
     """A drop-in for torch.nn.RNN with any activation: a catalogue name or an expression in x.
 
     The constructor is nn.RNN's, positionally too: ``RNN(input_size, hidden_size, num_layers=1,
@@ -159,10 +348,7 @@ class RNN(torch.nn.RNNBase):
                                 f"activation is another name for nonlinearity; pass one of them")
             nonlinearity = activation
         kernel_module(nonlinearity)  # refuses a bad expression now, and derives a new one once
-        dtype = dtype if dtype is not None else torch.get_default_dtype()
-        if dtype not in KERNEL_DTYPES:
-            raise TypeError(f"RNN computes in float32 or float64, got dtype={dtype}; under torch.autocast a "
-                            f"float32 module accepts half-precision input and computes in float32")
+        _check_module_dtype(dtype, "RNN")
         super().__init__("RNN_RELU" if nonlinearity == "relu" else "RNN_TANH", input_size, hidden_size,
                          num_layers=num_layers, bias=bias, batch_first=batch_first, dropout=dropout,
                          bidirectional=bidirectional, device=device, dtype=dtype)
@@ -179,93 +365,64 @@ class RNN(torch.nn.RNNBase):
         cannot be pickled, so copies, pickles and ``torch.save(model)`` keep only the name and find it again."""
         return kernel_module(self.nonlinearity)
 
-    def flatten_parameters(self):
-        """Nothing to do: the kernels read each parameter where it is (cuDNN's flat buffer is not used)."""
-
-    def forward(self, input, hx=None):
-        """input (T, N, D), (N, T, D) with batch_first, (T, D) unbatched, or a PackedSequence; hx
-        (num_layers * num_directions, N, H), or 2-D for unbatched input; None means zeros.
-
-        Returns (output, h_n) as nn.RNN: output (T, N, num_directions * H) in the input's form (a PackedSequence
-        for one), h_n (num_layers * num_directions, N, H), in the order layer 0 forward, layer 0 reverse, ...
-        """
-        self._update_flat_weights()
-        weight_dtype = self._flat_weights[0].dtype
-        if weight_dtype not in KERNEL_DTYPES:
-            raise TypeError(f"RNN computes in float32 or float64, but its parameters are {weight_dtype}: call "
-                            f".float() or .double() on the module (under torch.autocast a float32 module takes "
-                            f"half-precision input and computes in float32)")
-        directions = 2 if self.bidirectional else 1
-        packed = isinstance(input, PackedSequence)
-        if packed:
-            data, batch_sizes, sorted_indices, unsorted_indices = input
-            N = int(batch_sizes[0])
-            if hx is not None:
-                hx = self.permute_hidden(hx, sorted_indices)
-            x_check = data
-        else:
-            batch_sizes = None
-            if input.dim() not in (2, 3):
-                raise ValueError(f"RNN: Expected input to be 2D or 3D, got {input.dim()}D tensor instead")
-            batched = input.dim() == 3
-            if not batched:
-                input = input.unsqueeze(0 if self.batch_first else 1)
-                if hx is not None:
-                    if hx.dim() != 2:
-                        raise RuntimeError(f"For unbatched 2-D input, hx should also be 2-D but got "
-                                           f"{hx.dim()}-D tensor")
-                    hx = hx.unsqueeze(1)
-            elif hx is not None and hx.dim() != 3:
-                raise RuntimeError(f"For batched 3-D input, hx should also be 3-D but got {hx.dim()}-D tensor")
-            N = input.size(0) if self.batch_first else input.size(1)
-            x_check = input
-        if hx is None:
-            hx = torch.zeros(self.num_layers * directions, N, self.hidden_size, dtype=x_check.dtype,
-                             device=x_check.device)
-        self.check_forward_args(x_check, hx, batch_sizes)  # nn.RNN's checks and messages
-        if torch.is_autocast_enabled(x_check.device.type) or x_check.dtype != weight_dtype:
-            # only reached under autocast (check_forward_args refuses a mismatch otherwise): compute in the
-            # parameters' dtype, as the kernels have no half precision
-            x_check, hx = x_check.to(weight_dtype), hx.to(weight_dtype)
-        if packed:
-            x, lengths = pad_packed_sequence(PackedSequence(x_check, batch_sizes))  # (T, N, D), sorted order
-        else:
-            x, lengths = (x_check.transpose(0, 1) if self.batch_first else x_check), None
-        output, h_n = self._layers(x, hx, lengths)
-        if packed:
-            data = pack_padded_sequence(output, lengths).data
-            return (PackedSequence(data, batch_sizes, sorted_indices, unsorted_indices),
-                    self.permute_hidden(h_n, unsorted_indices))
-        if self.batch_first:
-            output = output.transpose(0, 1)
-        if not batched:
-            return output.squeeze(0 if self.batch_first else 1), h_n.squeeze(1)
-        return output, h_n
-
-    def _layers(self, x, hx, lengths):
-        """The stack: x (T, N, D) time-major, hx (L * dirs, N, H) -> (output (T, N, dirs * H), h_n)."""
-        module = self.kernels
-        directions = 2 if self.bidirectional else 1
-        last_states = []
-        for layer in range(self.num_layers):
-            outputs = []
-            for direction in range(directions):
-                k = layer * directions + direction
-                weights = self._flat_weights[len(self._all_weights[0]) * k:len(self._all_weights[0]) * (k + 1)]
-                V, W = weights[0], weights[1]
-                b = weights[2] + weights[3] if self.bias else torch.zeros(self.hidden_size, dtype=V.dtype,
-                                                                          device=V.device)
-                out, last = _run_direction(module, x, hx[k], V, W, b, lengths, reverse=direction == 1)
-                outputs.append(out)
-                last_states.append(last)
-            x = outputs[0] if directions == 1 else torch.cat(outputs, dim=2)
-            if self.dropout and self.training and layer < self.num_layers - 1:
-                x = torch.nn.functional.dropout(x, self.dropout, training=True)
-        return x, torch.stack(last_states)
+    def _direction(self, module, x, states, weights, lengths, reverse):
+        w_ih, w_hh, b_ih, b_hh = self._weights(weights)
+        out, last = _run_direction(module, x, states[0], w_ih, w_hh, b_ih + b_hh, lengths, reverse)
+        return out, [last]
 
     def extra_repr(self):
         s = super().extra_repr()
         return s if self.nonlinearity == "tanh" else f"{s}, nonlinearity={self.nonlinearity!r}"
 
 
-__all__ = ["RNN", "RNNFunction", "rnn", "Cache", "DeviceCopyWarning"]
+def _check_module_dtype(dtype, name):
+    dtype = dtype if dtype is not None else torch.get_default_dtype()
+    if dtype not in KERNEL_DTYPES:
+        raise TypeError(f"{name} computes in float32 or float64, got dtype={dtype}; under torch.autocast a "
+                        f"float32 module accepts half-precision input and computes in float32")
+
+
+class _CellStack(_KernelStack):
+    """LSTM and GRU: torch's module with each layer and direction run by the generated cell of ``_CELL``."""
+
+    _CELL = None
+    _POSITIONS = ()  # the names of torch's positional arguments after (input_size, hidden_size)
+
+    def __init__(self, *args, **kwargs):
+        given = dict(zip(("input_size", "hidden_size") + self._POSITIONS, args), **kwargs)
+        if given.get("proj_size", 0):
+            raise ValueError(f"proj_size is not supported by the generated {self._NAME} kernels")
+        dtype = given.get("dtype")
+        _check_module_dtype(dtype, self._NAME)
+        self.kernels  # noqa: B018  (a missing cell fails here, not at the first forward)
+        super().__init__(*args, **kwargs)
+
+    @property
+    def kernels(self):
+        """The generated cell module (looked up, never stored: the module pickles)."""
+        import generated
+
+        return generated.load(self._CELL)
+
+    def _direction(self, module, x, states, weights, lengths, reverse):
+        return _run_cell_direction(module, x, states, self._weights(weights), lengths, reverse)
+
+
+class LSTM(_CellStack, torch.nn.LSTM):
+    """A drop-in for torch.nn.LSTM (the same constructor, parameters, inputs, checks and outputs; no proj_size),
+    each layer and direction run by the LSTM kernels derived from the cell's equations (``generated.load("lstm")``).
+    """
+
+    _NAME, _STATES, _CELL = "LSTM", 2, "lstm"
+    _POSITIONS = ("num_layers", "bias", "batch_first", "dropout", "bidirectional", "proj_size", "device", "dtype")
+
+
+class GRU(_CellStack, torch.nn.GRU):
+    """A drop-in for torch.nn.GRU (the same constructor, parameters, inputs, checks and outputs), each layer and
+    direction run by the GRU kernels derived from the cell's equations (``generated.load("gru")``)."""
+
+    _NAME, _STATES, _CELL = "GRU", 1, "gru"
+    _POSITIONS = ("num_layers", "bias", "batch_first", "dropout", "bidirectional", "device", "dtype")
+
+
+__all__ = ["RNN", "LSTM", "GRU", "RNNFunction", "CellFunction", "rnn", "Cache", "DeviceCopyWarning"]
