@@ -13,10 +13,11 @@ from pathlib import Path
 from codegen.render import render
 from codegen.write import locked, write_tree
 from derive.catalogue import CATALOGUE, USER_FILE, all_activations
+from derive.locations import generated_dir
 from derive.recurrence import derive
 
 ROOT = Path(__file__).resolve().parent.parent
-GENERATED = ROOT / "generated"
+GENERATED = generated_dir()  # ROOT / "generated" in a checkout, the data folder when installed
 
 
 def derive_all(activations, workers=None):
