@@ -4,7 +4,9 @@
     python -m codegen --check         exit 1 with a unified diff when generated/ differs from what is emitted now
     python -m codegen add NAME EXPR   add a user activation (derived and rendered first; nothing changes on error)
     python -m codegen remove NAME     remove a user activation
-    python -m codegen list            the activations and their derivatives
+    python -m codegen list            the activations and their derivatives, then the cells' equations
+    python -m codegen add-cell FILE   add a user cell from a .cell file (derived and rendered first; nothing changes
+                                      on error); remove-cell NAME removes one
 """
 import argparse
 import json
@@ -13,51 +15,80 @@ import textwrap
 import time
 from pathlib import Path
 
-from codegen.build import GENERATED, build, derive_all, drift, emit
+from codegen.build import GENERATED, build, derive_all, derive_cells, drift, emit
 from codegen.render import render
 from codegen.write import locked, write_tree
 from derive.catalogue import (CATALOGUE, USER_FILE, Activation, all_activations, check_name, read_user_file,
                               user_activations)
+from derive.cell import CELL_DIRS, derive_cell, read_cells
+from derive.cellparse import CellError, check_cell_name, parse_cell_file
 from derive.parse import ARITY, CONSTANTS, FUNCTIONS, parse_expression
 
 
-def _add(name, text, user_file=USER_FILE, root=GENERATED, base=CATALOGUE, workers=None):
+def _add(name, text, user_file=USER_FILE, root=GENERATED, base=CATALOGUE, workers=None, cell_dirs=CELL_DIRS):
     """Derive and render the new activation with the whole catalogue, then write the user file and generated/
     together (one transaction). The lock is held throughout, so a concurrent ``add`` reads the JSON after this
     one has written it and keeps both."""
     check_name(name, {a.name for a in base})
     new = Activation(name, parse_expression(text))  # refuses bad text before the lock and the slow part
-    with locked(root, [user_file]):
+    with locked(root, [user_file, Path(cell_dirs[-1])]):
         entries = read_user_file(user_file)
         # an entry without its module is an add that an older version left half done: this add finishes it
         unfinished = {n for n in entries if not (Path(root) / f"rnn_{n}.py").exists()}
-        check_name(name, set(entries) - unfinished)
+        check_name(name, (set(entries) - unfinished) | {c.name for c in read_cells(cell_dirs)})
         entries[name] = text
         content = json.dumps(dict(sorted(entries.items())), indent=2) + "\n"
         # in make derive's order (user entries sorted by name), so that a later `make check` finds no drift
         user = sorted([a for a in user_activations(user_file, base) if a.name != name] + [new], key=lambda a: a.name)
         activations = list(base) + user
-        files = render(derive_all(activations, workers))
+        files = render(derive_all(activations, workers), derive_cells(cell_dirs))
         return write_tree(files, root, extra={user_file: content})
 
 
-def _remove(name, user_file=USER_FILE, root=GENERATED, base=CATALOGUE, workers=None):
+def _remove(name, user_file=USER_FILE, root=GENERATED, base=CATALOGUE, workers=None, cell_dirs=CELL_DIRS):
     """Remove a user activation: the user file and generated/ change together (one transaction)."""
-    with locked(root, [user_file]):
+    with locked(root, [user_file, Path(cell_dirs[-1])]):
         entries = read_user_file(user_file)
         if name not in entries:
             raise SystemExit(f"error: {name!r} is not a user activation; user activations: "
                              f"{', '.join(entries) or 'none'}")
         del entries[name]
         content = json.dumps(dict(sorted(entries.items())), indent=2) + "\n"
-        files = render(derive_all([a for a in all_activations(user_file, base) if a.name != name], workers))
+        files = render(derive_all([a for a in all_activations(user_file, base) if a.name != name], workers),
+                       derive_cells(cell_dirs))
         return write_tree(files, root, extra={user_file: content})
 
 
-def _check(user_file=USER_FILE, root=GENERATED, base=CATALOGUE, workers=None):
+def _add_cell(path, cell_dirs=CELL_DIRS, root=GENERATED, user_file=USER_FILE, base=CATALOGUE, workers=None):
+    """Parse, derive and render the cell in ``path`` with everything else before writing anything; then copy the
+    file into the user cells' folder (the last of ``cell_dirs``) and write generated/, as one transaction."""
+    cell = parse_cell_file(path)  # refuses bad text, naming the equation and the symbol
+    target = Path(cell_dirs[-1]) / f"{cell.name}.cell"
+    with locked(root, [user_file, target.parent]):
+        existing = read_cells(cell_dirs)
+        taken = {c.name for c in existing} | {a.name for a in all_activations(user_file, base)}
+        check_cell_name(cell.name, taken, where=Path(path).name)
+        cells = sorted(existing + (cell,), key=lambda c: c.name)
+        files = render(derive_all(all_activations(user_file, base), workers), [derive_cell(c) for c in cells])
+        return cell.name, write_tree(files, root, extra={target: cell.source})
+
+
+def _remove_cell(name, cell_dirs=CELL_DIRS, root=GENERATED, user_file=USER_FILE, base=CATALOGUE, workers=None):
+    """Remove a user cell: its file and its module go together (one transaction)."""
+    target = Path(cell_dirs[-1]) / f"{name}.cell"
+    with locked(root, [user_file, target.parent]):
+        if not target.exists():
+            users = sorted(p.stem for p in Path(cell_dirs[-1]).glob("*.cell"))
+            raise CellError(f"{name!r} is not a user cell; user cells: {', '.join(users) or 'none'}")
+        rest = tuple(c for c in read_cells(cell_dirs) if c.name != name)
+        files = render(derive_all(all_activations(user_file, base), workers), [derive_cell(c) for c in rest])
+        return write_tree(files, root, extra={target: None})
+
+
+def _check(user_file=USER_FILE, root=GENERATED, base=CATALOGUE, workers=None, cell_dirs=CELL_DIRS):
     """The drift of ``root`` ('' when none), read under the lock: never a half-written tree."""
-    with locked(root, [user_file]):
-        return drift(emit(user_file, workers, base), root)
+    with locked(root, [user_file, Path(cell_dirs[-1])]):
+        return drift(emit(user_file, workers, base, cell_dirs), root)
 
 
 def _expression_help():
@@ -89,6 +120,10 @@ def main(argv=None):
     rm = sub.add_parser("remove", help="remove a user activation")
     rm.add_argument("name", help="a name added with `add` (catalogue entries cannot be removed)")
     sub.add_parser("list", help="list the activations")
+    add_cell = sub.add_parser("add-cell", help="add a user cell from a .cell file (see README, Cells from equations)")
+    add_cell.add_argument("path")
+    rm_cell = sub.add_parser("remove-cell", help="remove a user cell")
+    rm_cell.add_argument("name")
     args = parser.parse_args(argv)
     start = time.perf_counter()
     try:
@@ -98,10 +133,18 @@ def main(argv=None):
         elif args.command == "remove":
             changed = _remove(args.name)
             print(f"removed {args.name!r}; {len(changed)} file(s) changed in generated/")
+        elif args.command == "add-cell":
+            name, changed = _add_cell(args.path)
+            print(f"added cell {name!r}; {len(changed)} file(s) changed in generated/")
+        elif args.command == "remove-cell":
+            changed = _remove_cell(args.name)
+            print(f"removed cell {args.name!r}; {len(changed)} file(s) changed in generated/")
         elif args.command == "list":
             for d in derive_all(all_activations()):
                 form = f"  f'(h) = {d.df_h}" if d.uses_output else ""
                 print(f"{d.name:12s} f = {d.f}   f' = {d.df}{form}")
+            for c in read_cells():
+                print(f"cell {c.name:7s} " + "; ".join(e.text for e in c.equations))
         elif args.check:
             diff = _check()
             if diff:

@@ -13,6 +13,7 @@ from pathlib import Path
 from codegen.render import render
 from codegen.write import locked, write_tree
 from derive.catalogue import CATALOGUE, USER_FILE, all_activations
+from derive.cell import CELL_DIRS, derive_cell, read_cells
 from derive.locations import generated_dir
 from derive.recurrence import derive
 
@@ -30,22 +31,30 @@ def derive_all(activations, workers=None):
         return list(pool.map(derive, activations))
 
 
-def emit(user_file=USER_FILE, workers=None, base=CATALOGUE):
+def derive_cells(cell_dirs=CELL_DIRS):
+    """The cells defined in ``cell_dirs``, derived, in name order (a second or so: no worker processes)."""
+    return [derive_cell(c) for c in read_cells(cell_dirs)]
+
+
+def emit(user_file=USER_FILE, workers=None, base=CATALOGUE, cell_dirs=CELL_DIRS):
     """Everything ``make derive`` writes, as {path relative to generated/: text}; writes nothing.
 
-    ``base`` is the built-in catalogue (tests pass a shorter one to stay fast).
+    ``base`` is the built-in catalogue (tests pass a shorter one to stay fast); ``cell_dirs`` hold the cells'
+    definitions (``*.cell``).
     """
     # [Activation] -> [Derivation]
     derivations = derive_all(all_activations(user_file, base), workers)
-    # [Derivation] -> {path: text}
-    return render(derivations)
+    # [Cell] -> [CellDerivation]
+    cells = derive_cells(cell_dirs)
+    # [Derivation], [CellDerivation] -> {path: text}
+    return render(derivations, cells)
 
 
-def build(root=GENERATED, user_file=USER_FILE, workers=None, base=CATALOGUE):
-    """Regenerate ``root`` from the catalogue; returns the relative paths that changed."""
+def build(root=GENERATED, user_file=USER_FILE, workers=None, base=CATALOGUE, cell_dirs=CELL_DIRS):
+    """Regenerate ``root`` from the catalogue and the cells; returns the relative paths that changed."""
     # the lock spans the read of user_file too: an `add` finishing meanwhile would otherwise be undone
-    with locked(root, [user_file]):
-        files = emit(user_file, workers, base)
+    with locked(root, [user_file, Path(cell_dirs[-1])]):
+        files = emit(user_file, workers, base, cell_dirs)
         # {path: text} -> generated/
         return write_tree(files, root)
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import jinja2
 import sympy as sp
 
+from codegen.cell_render import cell_context
 from codegen.latex_passes import (Phi, closed_form_sup, definitions as normal_definitions, long_constants,
                                   name_parameters, phi, textbook)
 from codegen.latex_printer import latex, latex_terms
@@ -93,6 +94,19 @@ def module_context(d):
                                  if s.f.has(fn)),
         scalar_math=s.f.has(sp.erf),
     )
+
+
+def render_cells(cells):
+    """{path: text} of the cell modules and their support module (nothing when there are no cells)."""
+    if not cells:
+        return {}
+    files = {"_cell_support.py": ENV.get_template("cell_support.py.jinja").render(
+        header=header("cell_support.py.jinja"))}
+    module = ENV.get_template("cell_module.py.jinja")
+    for c in cells:
+        files[f"cell_{c.name}.py"] = module.render(**cell_context(
+            c, header("cell_module.py.jinja"), f"{c.name}.cell"))
+    return files
 
 
 ONE_GLYPH = {"sigma", "delta", "gamma", "pi", "alpha", "lambda", "top", "cdot", "infty", "approx", "le", "Phi",
@@ -293,13 +307,14 @@ def latex_context(d):
     )
 
 
-def render(derivations):
-    """{path relative to generated/: text} for every generated file."""
+def render(derivations, cells=()):
+    """{path relative to generated/: text} for every generated file; ``cells`` are CellDerivations."""
     files = {
         "__init__.py": ENV.get_template("init.py.jinja").render(
-            header=header("init.py.jinja"), names=[d.name for d in derivations]),
+            header=header("init.py.jinja"), names=[d.name for d in derivations], cells=[c.name for c in cells]),
         "_support.py": ENV.get_template("support.py.jinja").render(header=header("support.py.jinja")),
     }
+    files.update(render_cells(cells))
     module = ENV.get_template("rnn_module.py.jinja")
     single = LATEX_ENV.get_template("derivation.tex.jinja")
     contexts = []

@@ -28,7 +28,7 @@ from pathlib import Path
 
 LOCK_NAME = ".codegen.lock"
 JOURNAL_NAME = ".codegen-journal.json"
-STALE = ("rnn_*.py", "latex/rnn_*.tex")  # the per-activation files: removed when their activation is
+STALE = ("rnn_*.py", "cell_*.py", "latex/rnn_*.tex")  # per-activation and per-cell files: removed with their entry
 TEMP = re.compile(r"\..+\.tmp")  # every temporary this module (or an older mkstemp version) writes
 
 _HELD = {}  # lock path -> [threading.RLock, depth, fd]: flock is per open file, so a nested take must reuse it
@@ -47,8 +47,9 @@ def _checkpoint(step):
 def locked(root, extra=()):
     """Hold the lock on ``root`` (created if missing) and recover from a killed writer first.
 
-    ``extra`` lists the files outside ``root`` that transactions may write (the user file): a journal may name
-    them. Re-entrant within a process, so ``write_tree`` inside a ``with locked(root)`` block does not deadlock.
+    ``extra`` lists the files outside ``root`` that transactions may write (the user file), or folders whose files
+    they may write (the user cells'): a journal may name them. Re-entrant within a process, so ``write_tree``
+    inside a ``with locked(root)`` block does not deadlock.
     """
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
@@ -144,7 +145,7 @@ def recover(root, extra=()):
         targets = [t for _, t in renames] + list(deletions)
         for rel in targets:
             target = (root / rel).resolve()
-            if root.resolve() not in target.parents and target not in allowed_outside:
+            if root.resolve() not in target.parents and not allowed_outside & {target, target.parent}:
                 raise WriteError(f"{journal} names {rel}, which is neither under {root} nor a file this command "
                                  f"writes; check it, then delete the journal and run `make derive`")
         for temp_rel, target_rel in renames:
@@ -163,8 +164,8 @@ def recover(root, extra=()):
         journal.unlink()
         done.append(JOURNAL_NAME)
     strays = [p for p in root.rglob(".*.tmp") if "__pycache__" not in p.parts and TEMP.fullmatch(p.name)]
-    for outside in allowed_outside:
-        strays += outside.parent.glob(f".{outside.name}.*.tmp")
+    for outside in allowed_outside:  # a file (the user file) or a folder (the user cells')
+        strays += outside.glob(".*.tmp") if outside.is_dir() else outside.parent.glob(f".{outside.name}.*.tmp")
     for stray in sorted(set(strays)):
         stray.unlink(missing_ok=True)
         done.append(_rel(stray, root))
@@ -173,7 +174,8 @@ def recover(root, extra=()):
 
 def write_tree(files, root, pattern=STALE, extra=None):
     """Write {path relative to ``root``: text} and ``extra`` {path: text} as one transaction; remove the files
-    under ``root`` that match ``pattern`` (globs; None: none) and are not in ``files``.
+    under ``root`` that match ``pattern`` (globs; None: none) and are not in ``files``, and the ``extra`` files
+    whose text is None (a user cell's file, on ``remove-cell``).
 
     Takes the lock on ``root`` (see ``locked``); unchanged files are not touched. Returns the paths under ``root``
     that changed, relative to it (``extra`` files not included).
@@ -187,11 +189,12 @@ def write_tree(files, root, pattern=STALE, extra=None):
             raise ValueError(f"write_tree: {rel!r} is not a plain path inside {root}")
     with locked(root, extra):
         writes = {root / rel: text for rel, text in files.items()}
-        writes.update(extra)
+        writes.update((p, text) for p, text in extra.items() if text is not None)
         mode = _new_file_mode()
         changed = sorted(t for t, text in writes.items() if _needs_write(t, text, mode))
         stale = sorted(p for pat in (pattern or ()) for p in root.glob(pat)
                        if p.relative_to(root).as_posix() not in files)
+        stale += sorted(p for p, text in extra.items() if text is None and p.exists())
         if not changed and not stale:
             return []
         # __init__.py lists the modules, the user file the activations: each moves in after what it names
@@ -227,4 +230,5 @@ def write_tree(files, root, pattern=STALE, extra=None):
             _sync_dir(directory)
         journal.unlink()
         _checkpoint("journal removed")
-        return sorted(_rel(t, root) for t in changed if t not in extra) + [_rel(p, root) for p in stale]
+        return sorted(_rel(t, root) for t in changed if t not in extra) + [_rel(p, root) for p in stale
+                                                                          if p not in extra]

@@ -30,15 +30,25 @@ ACTIVATIONS = (
     "sin",
 )
 
+# Recurrent cells derived from their equations (derive/cells/*.cell): generated/cell_<name>.py, with their own
+# Cache and Grads types (one field per argument of forward).
+CELLS = (
+    "gru",
+    "lstm",
+    "mgu",
+)
+
 
 def load(name):
-    """The generated module for the activation ``name`` (one of ACTIVATIONS)."""
-    if name not in ACTIVATIONS:
-        raise ValueError(f"unknown activation {name!r}; known: {', '.join(ACTIVATIONS)}")
-    return importlib.import_module(f"generated.rnn_{name}")
+    """The generated module for the activation or cell ``name`` (one of ACTIVATIONS or CELLS)."""
+    if name in ACTIVATIONS:
+        return importlib.import_module(f"generated.rnn_{name}")
+    if name in CELLS:
+        return importlib.import_module(f"generated.cell_{name}")
+    raise ValueError(f"unknown activation {name!r}; known: {', '.join(ACTIVATIONS)}; cells: {', '.join(CELLS)}")
 
 
-__all__ = ["ACTIVATIONS", "Cache", "Grads", "load"]
+__all__ = ["ACTIVATIONS", "CELLS", "Cache", "Grads", "load"]
 
 
 # An installed copy (pip install ., a wheel) never writes into site-packages: `python -m codegen add` writes a
@@ -67,6 +77,8 @@ def _user_modules(prefix, known):
 
 
 _USER_FOLDER, _USER_ACTIVATIONS = _user_modules("rnn_", ACTIVATIONS)
+_USER_CELLS = _user_modules("cell_", CELLS)[1]
 if _USER_FOLDER is not None:
     __path__.append(str(_USER_FOLDER))  # after generated/ itself: the installed modules come first
     ACTIVATIONS += _USER_ACTIVATIONS
+    CELLS += _USER_CELLS

@@ -338,3 +338,27 @@ def test_a_journal_naming_a_file_outside_is_refused(tree):
 def test_write_tree_refuses_paths_outside_its_root(tmp_path, bad):
     with pytest.raises(ValueError, match="not a plain path"):
         write_tree({bad: "x"}, tmp_path)
+
+
+def test_an_extra_file_given_none_is_deleted_in_the_same_transaction(tmp_path, monkeypatch):
+    """remove-cell deletes the user's .cell file and the cell's module together: a kill after the journal is
+    written leaves a journal that names both, and the next command (recovering with the folder allowed) finishes."""
+    root, cells = tmp_path / "g", tmp_path / "cells"
+    cells.mkdir()
+    (cells / "mine.cell").write_text("cell mine\n")
+    write_tree({"cell_mine.py": "x = 1\n", "keep.py": "y = 2\n"}, root, extra={cells / "mine.cell": "cell mine\n"})
+
+    def die_after_journal(step):
+        if step == "journal written":
+            raise KeyboardInterrupt  # stands in for a kill: the transaction is decided but not applied
+
+    monkeypatch.setattr(write, "_checkpoint", die_after_journal)
+    with pytest.raises(KeyboardInterrupt):
+        write_tree({"keep.py": "y = 2\n"}, root, extra={cells / "mine.cell": None})
+    assert (root / JOURNAL_NAME).exists() and (cells / "mine.cell").exists()
+    monkeypatch.setattr(write, "_checkpoint", lambda step: None)
+    with locked(root, [cells]):  # what the next command does: roll the journal forward
+        pass
+    assert not (root / JOURNAL_NAME).exists()
+    assert not (cells / "mine.cell").exists() and not (root / "cell_mine.py").exists()
+    assert (root / "keep.py").read_text() == "y = 2\n"
