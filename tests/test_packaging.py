@@ -94,6 +94,7 @@ def test_wheel_installs_only_the_packages_users_import_and_three_dependencies(in
     assert top == PACKAGES | {info.name}, top
     assert any(line.startswith("codegen/templates/rnn_module.py.jinja,") for line in record)
     assert any(line.startswith("derive/user_activations.json,") for line in record)
+    assert any(line.startswith("derive/cells/lstm.cell,") for line in record)
     requires = [line.split(":", 1)[1].strip() for line in (info / "METADATA").read_text().splitlines()
                 if line.startswith("Requires-Dist:")]
     runtime = sorted(r.split(">")[0].split("=")[0].split(";")[0].strip() for r in requires if "extra ==" not in r)
@@ -124,6 +125,22 @@ def test_installed_copy_runs_and_writes_user_activations_outside_site_packages(i
     assert removed.returncode == 0, removed.stdout + removed.stderr
     assert not (data / "generated" / "rnn_swish2.py").exists()
     assert _py(installed, "import generated; print('swish2' in generated.ACTIVATIONS)").strip() == "False"
+
+
+def test_installed_copy_adds_a_user_cell_outside_site_packages(installed):
+    python, purelib, env, work, data = installed
+    source = (ROOT / "derive" / "cells" / "mgu.cell").read_text().replace("cell mgu", "cell mgu2")
+    (work / "mgu2.cell").write_text(source)
+    before = _files(purelib)
+    added = _run([str(python), "-m", "codegen", "add-cell", "mgu2.cell"], env=env, cwd=work)
+    assert added.returncode == 0, added.stdout + added.stderr
+    assert _files(purelib) == before
+    assert (data / "user_cells" / "mgu2.cell").is_file() and (data / "generated" / "cell_mgu2.py").is_file()
+    out = _py(installed, "import generated\nprint('mgu2' in generated.CELLS, generated.load('mgu2').NAME)")
+    assert out.split() == ["True", "mgu2"]
+    removed = _run([str(python), "-m", "codegen", "remove-cell", "mgu2"], env=env, cwd=work)
+    assert removed.returncode == 0, removed.stdout + removed.stderr
+    assert not (data / "generated" / "cell_mgu2.py").exists() and not (data / "user_cells" / "mgu2.cell").exists()
 
 
 def test_uninstall_leaves_nothing(installed):
