@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from codegen.build import GENERATED, build, derive_all, derive_cells, drift, emit
+from codegen.derivations import cached_derive_all
 from codegen.render import render
 from codegen.write import locked, write_tree
 from derive.catalogue import (CATALOGUE, USER_FILE, Activation, all_activations, check_name, read_user_file,
@@ -41,7 +42,7 @@ def _add(name, text, user_file=USER_FILE, root=GENERATED, base=CATALOGUE, worker
         # in make derive's order (user entries sorted by name), so that a later `make check` finds no drift
         user = sorted([a for a in user_activations(user_file, base) if a.name != name] + [new], key=lambda a: a.name)
         activations = list(base) + user
-        files = render(derive_all(activations, workers), derive_cells(cell_dirs))
+        files = render(cached_derive_all(activations, root, workers), derive_cells(cell_dirs))
         return write_tree(files, root, extra={user_file: content})
 
 
@@ -54,8 +55,8 @@ def _remove(name, user_file=USER_FILE, root=GENERATED, base=CATALOGUE, workers=N
                              f"{', '.join(entries) or 'none'}")
         del entries[name]
         content = json.dumps(dict(sorted(entries.items())), indent=2) + "\n"
-        files = render(derive_all([a for a in all_activations(user_file, base) if a.name != name], workers),
-                       derive_cells(cell_dirs))
+        rest = [a for a in all_activations(user_file, base) if a.name != name]
+        files = render(cached_derive_all(rest, root, workers), derive_cells(cell_dirs))
         return write_tree(files, root, extra={user_file: content})
 
 
@@ -69,7 +70,8 @@ def _add_cell(path, cell_dirs=CELL_DIRS, root=GENERATED, user_file=USER_FILE, ba
         taken = {c.name for c in existing} | {a.name for a in all_activations(user_file, base)}
         check_cell_name(cell.name, taken, where=Path(path).name)
         cells = sorted(existing + (cell,), key=lambda c: c.name)
-        files = render(derive_all(all_activations(user_file, base), workers), [derive_cell(c) for c in cells])
+        derivations = cached_derive_all(all_activations(user_file, base), root, workers)
+        files = render(derivations, [derive_cell(c) for c in cells])
         return cell.name, write_tree(files, root, extra={target: cell.source})
 
 
@@ -81,7 +83,8 @@ def _remove_cell(name, cell_dirs=CELL_DIRS, root=GENERATED, user_file=USER_FILE,
             users = sorted(p.stem for p in Path(cell_dirs[-1]).glob("*.cell"))
             raise CellError(f"{name!r} is not a user cell; user cells: {', '.join(users) or 'none'}")
         rest = tuple(c for c in read_cells(cell_dirs) if c.name != name)
-        files = render(derive_all(all_activations(user_file, base), workers), [derive_cell(c) for c in rest])
+        derivations = cached_derive_all(all_activations(user_file, base), root, workers)
+        files = render(derivations, [derive_cell(c) for c in rest])
         return write_tree(files, root, extra={target: None})
 
 
