@@ -8,7 +8,10 @@
 nonlinearity='tanh', bias=True, batch_first=False, dropout=0.0, bidirectional=False, device=None, dtype=None)``),
 parameters (``weight_ih_l1_reverse``, ...), input and output forms (PackedSequence included), checks and messages;
 ``nonlinearity`` (or its alias ``activation``) is a catalogue name or an expression in x. Each layer and direction
-runs the generated NumPy kernels (``RNNFunction``) on the tensors' memory, in float32 or float64.
+runs the generated NumPy kernels (``RNNFunction``) on the tensors' memory for CPU tensors, and the same recurrence
+in PyTorch operations on the tensors' device otherwise (``interop.torch_device``, f and f' printed from the same
+derivation), in float32 or float64. ``LSTM`` and ``GRU`` do the same for torch.nn.LSTM and nn.GRU over the cells
+derived from their equations (NumPy only: tensors off the CPU are copied to the host, with a DeviceCopyWarning).
 """
 import warnings
 
@@ -23,7 +26,8 @@ KERNEL_DTYPES = (torch.float32, torch.float64)
 
 
 class DeviceCopyWarning(UserWarning):
-    """The tensors are not on the CPU: the kernels (NumPy) get host copies, and the results are copied back."""
+    """The tensors are not on the CPU: the NumPy kernels get host copies, and the results are copied back (the
+    LSTM and GRU cells; the RNN runs on the device instead)."""
 
 
 def _host(t):
@@ -103,12 +107,32 @@ class RNNFunction(torch.autograd.Function):
         return (*(torch.from_numpy(np.ascontiguousarray(g)).to(device) for g in grads), None)
 
 
+# "auto": the NumPy kernels for CPU tensors, PyTorch operations on the device otherwise; "device": PyTorch
+# operations everywhere (how the tests check the device path on a machine without a GPU)
+BACKEND = "auto"
+
+
+def _apply(activation, x, h0, V, W, b):
+    """One RNNFunction (NumPy kernels) for CPU tensors, or one DeviceRNNFunction on the tensors' device."""
+    if BACKEND == "auto" and all(t.device.type == "cpu" for t in (x, h0, V, W, b)):
+        return RNNFunction.apply(x, h0, V, W, b, kernel_module(activation))
+    if BACKEND not in ("auto", "device"):
+        raise ValueError(f"interop.torch_rnn.BACKEND must be 'auto' or 'device', got {BACKEND!r}")
+    from interop.torch_device import DeviceRNNFunction, device_kernels
+
+    _check_kernel_dtype((x, h0, V, W, b))
+    return DeviceRNNFunction.apply(x, h0, V, W, b, device_kernels(activation))
+
+
 def rnn(x, h0, V, W, b, activation="tanh"):
-    """Functional form: x (T, N, D), h0 (N, H) -> h (T, N, H), differentiable in every argument."""
-    return RNNFunction.apply(x, h0, V, W, b, kernel_module(activation))
+    """Functional form: x (T, N, D), h0 (N, H) -> h (T, N, H), differentiable in every argument.
+
+    CPU tensors run the generated NumPy kernels in their memory; tensors on another device (CUDA) stay there and
+    run the same recurrence in PyTorch operations, with f and f' printed from the same derivation."""
+    return _apply(activation, x, h0, V, W, b)
 
 
-def _run_direction(module, x, h0, V, W, b, lengths, reverse):
+def _run_direction(activation, x, h0, V, W, b, lengths, reverse):
     """One layer in one direction: x (T, N, D) time-major, h0 (N, H) -> (output (T, N, H), h_last (N, H)).
 
     ``lengths`` (N,) int64 on the CPU, sorted, or None when every sequence has T steps. The forward direction runs
@@ -124,7 +148,7 @@ def _run_direction(module, x, h0, V, W, b, lengths, reverse):
             t = torch.arange(T).unsqueeze(1)
             order = torch.where(t < lengths, lengths - 1 - t, t).to(x.device)  # (T, N)
             x = x.gather(0, order.unsqueeze(2).expand_as(x))
-    h = RNNFunction.apply(x.contiguous(), h0.contiguous(), V, W, b, module)
+    h = _apply(activation, x.contiguous(), h0.contiguous(), V, W, b)
     if lengths is None:
         last = h[-1]
     else:
@@ -367,7 +391,7 @@ class RNN(_KernelStack, torch.nn.RNNBase):
 
     def _direction(self, module, x, states, weights, lengths, reverse):
         w_ih, w_hh, b_ih, b_hh = self._weights(weights)
-        out, last = _run_direction(module, x, states[0], w_ih, w_hh, b_ih + b_hh, lengths, reverse)
+        out, last = _run_direction(self.nonlinearity, x, states[0], w_ih, w_hh, b_ih + b_hh, lengths, reverse)
         return out, [last]
 
     def extra_repr(self):
