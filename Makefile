@@ -53,9 +53,15 @@ bench:
 	$(VENV)/bin/python -m bench.memory
 
 ## demo: train a character-level language model with three activations; loss curves to docs/demo_loss.png
+## demo DDP=2: the same model in PyTorch (interop.torch_rnn.RNN), data-parallel in 2 processes under torchrun
 demo:
+ifdef DDP
+	$(MAKE) EXTRAS=bench $(VENV)/.installed-bench
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(VENV)/bin/torchrun --standalone --nproc_per_node $(DDP) -m demo.ddp $(DEMO_ARGS)
+else
 	$(MAKE) EXTRAS=plot $(VENV)/.installed-plot
 	$(VENV)/bin/python -m demo --activations tanh,relu,gelu --plot docs/demo_loss.png $(DEMO_ARGS)
+endif
 
 ## analysis: gradient flow through time for four activations at one W; plot to docs/gradient_flow.png
 analysis:

@@ -13,18 +13,19 @@ from analysis.gradient_flow import analyze, format_table, make_weights, plot
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m analysis", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m analysis", description=__doc__.splitlines()[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--activations", default="tanh,relu,sigmoid",
                    help=f"comma-separated names from: {', '.join(generated.ACTIVATIONS)}")
-    p.add_argument("--T", type=int, default=60, help="sequence length (default 60)")
-    p.add_argument("--N", type=int, default=16, help="batch size: the spread is taken over it (default 16)")
-    p.add_argument("--D", type=int, default=16, help="input size (default 16)")
-    p.add_argument("--H", type=int, default=64, help="hidden size (default 64)")
-    p.add_argument("--scale", type=float, default=1.0, help="spectral radius of the random W (default 1.0)")
+    p.add_argument("--T", type=int, default=60, help="sequence length")
+    p.add_argument("--N", type=int, default=16, help="batch size: the spread is taken over it")
+    p.add_argument("--D", type=int, default=16, help="input size")
+    p.add_argument("--H", type=int, default=64, help="hidden size")
+    p.add_argument("--scale", type=float, default=1.0, help="spectral radius of the random W")
     p.add_argument("--weights", help="a .npy file holding W (H, H) to use instead of a random one")
     p.add_argument("--inputs", help="a .npy file holding x (T, N, D) to use instead of random inputs")
-    p.add_argument("--lyapunov", type=int, default=5, help="how many leading Lyapunov exponents (default 5)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--lyapunov", type=int, default=5, help="how many leading Lyapunov exponents")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random W and inputs")
     p.add_argument("--plot", help="write the plot to this PNG file (needs matplotlib)")
     p.add_argument("--no-progress", action="store_true", help="do not draw progress bars")
     args = p.parse_args(argv)

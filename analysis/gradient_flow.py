@@ -134,6 +134,11 @@ def format_table(reports, rows=(1, 2, 5, 10, 20, 50, 100, 200, 500)):
     return "\n".join(out)
 
 
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+HATCHES = ("", "//", "..", "xx", "\\\\", "oo", "--", "++")  # the bars keep apart without colour too
+BOUND_DASHES = ((6, 2), (2, 2), (6, 2, 2, 2), (1, 3), (8, 3, 1, 3, 1, 3), (4, 4), (10, 2), (3, 1, 1, 1))
+
+
 def plot(reports, path, title=None):
     """Norm of dh_t/dh_k against t - k on a log scale, one colour per activation, each bound dashed; and the
     Lyapunov exponents. Writes a PNG to ``path``. Needs matplotlib (``pip install -e .[plot]``)."""
@@ -142,13 +147,31 @@ def plot(reports, path, title=None):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    fig = draw(reports, title)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def draw(reports, title=None):
+    """The figure of ``plot``. Lines of two activations can coincide (tanh's and relu's bounds at one W, both
+    gamma = 1; medians that agree): each activation has its own marker, placed at its own offset along the line,
+    and each bound its own dash pattern, so every line stays visible where another lies on it."""
+    import matplotlib.pyplot as plt
+
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(12, 5), gridspec_kw={"width_ratios": [2, 1]})
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, r in enumerate(reports):
         c = colors[i % len(colors)]
-        ax.semilogy(r.distances, r.norm_median, color=c, lw=2, label=f"{r.activation}: median over the batch")
+        n = len(r.distances)
+        step = max(1, n // 8)
+        every = (min(n - 1, i * max(1, step // max(1, len(reports)))), step)  # markers of two lines interleave
+        marker = MARKERS[i % len(MARKERS)]
+        ax.semilogy(r.distances, r.norm_median, color=c, lw=2, marker=marker, markevery=every, ms=6,
+                    label=f"{r.activation}: median over the batch")
         ax.fill_between(r.distances, r.norm_q10, r.norm_q90, color=c, alpha=0.2)
-        ax.semilogy(r.distances, r.bound, color=c, ls="--", lw=1,
+        ax.semilogy(r.distances, r.bound, color=c, lw=1.2, dashes=BOUND_DASHES[i % len(BOUND_DASHES)],
+                    marker=marker, markevery=every, ms=4, mfc="none",
                     label=rf"{r.activation}: bound $(\gamma\,\|W\|_2)^{{t-k}}$, $\gamma$ = {r.gamma:.3g}")
     ax.set_xlabel("distance t - k (time steps)")
     ax.set_ylabel(r"spectral norm $\|\partial h_t / \partial h_k\|_2$")
@@ -158,7 +181,8 @@ def plot(reports, path, title=None):
     width = 0.8 / max(1, len(reports))
     for i, r in enumerate(reports):
         idx = np.arange(len(r.lyapunov))
-        ax2.bar(idx + i * width, r.lyapunov, width=width, color=colors[i % len(colors)], label=r.activation)
+        ax2.bar(idx + i * width, r.lyapunov, width=width, color=colors[i % len(colors)], label=r.activation,
+                hatch=HATCHES[i % len(HATCHES)], edgecolor="black", lw=0.5)
     ax2.axhline(0, color="black", lw=0.8)
     ax2.set_xlabel("exponent index i (largest first)")
     ax2.set_ylabel(r"Lyapunov exponent $\lambda_i$ (per step)")
@@ -167,6 +191,4 @@ def plot(reports, path, title=None):
     ax2.grid(True, axis="y", alpha=0.3)
     fig.suptitle(title or f"Vanilla RNN, one W for every activation, ||W||_2 = {reports[0].w_norm:.3f}")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return fig

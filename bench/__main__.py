@@ -106,12 +106,13 @@ def header(peers):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--sizes", default=",".join(SIZES), help=f"comma-separated from {', '.join(SIZES)}")
-    p.add_argument("--dtypes", default="float32,float64")
+    p.add_argument("--dtypes", default="float32,float64", help="comma-separated NumPy dtypes")
     p.add_argument("--activations", default="tanh", help="tanh (all peers and the floor); sigmoid, gelu, mish, "
                                                           "silu, softplus against JAX and a PyTorch loop")
-    p.add_argument("--repeats", type=int, default=15)
+    p.add_argument("--repeats", type=int, default=15, help="timed runs per cell (the median is reported)")
     p.add_argument("--peers", default="pytorch,jax", help="which peers to run (those not installed are skipped "
                                                            "with a note)")
     args = p.parse_args(argv)

@@ -26,10 +26,10 @@ def child(name, size, dtype):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m bench.memory")
-    p.add_argument("--size", default="large")
-    p.add_argument("--dtype", default="float64")
-    p.add_argument("--impls", default="ours,pytorch,jax")
+    p = argparse.ArgumentParser(prog="python -m bench.memory", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--size", default="large", help="one of the sizes of python -m bench")
+    p.add_argument("--dtype", default="float64", help="float32 or float64")
+    p.add_argument("--impls", default="ours,pytorch,jax", help="comma-separated implementations to measure")
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:

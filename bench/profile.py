@@ -14,11 +14,11 @@ from bench.peers import ours
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m bench.profile")
-    p.add_argument("--size", default="large")
-    p.add_argument("--dtype", default="float64")
-    p.add_argument("--activation", default="tanh")
-    p.add_argument("--repeats", type=int, default=5)
+    p = argparse.ArgumentParser(prog="python -m bench.profile", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--size", default="large", help="one of the sizes of python -m bench")
+    p.add_argument("--dtype", default="float64", help="float32 or float64")
+    p.add_argument("--activation", default="tanh", help="a name in generated.ACTIVATIONS")
+    p.add_argument("--repeats", type=int, default=5, help="forward and backward passes profiled")
     args = p.parse_args(argv)
     data = problem(*SIZES[args.size], {"float32": np.float32, "float64": np.float64}[args.dtype])
     run = ours(args.activation)

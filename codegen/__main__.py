@@ -15,18 +15,20 @@ $RNN_BPTT_DERIVE_TIMEOUT, else 60 s.
 import argparse
 import json
 import sys
+import textwrap
 import time
 from pathlib import Path
 
 from codegen.build import (FROM_ENV, GENERATED, TIMEOUT_ENV, build, derive_all, derive_cells, drift,  # noqa: F401
                            emit)
+from codegen.derivations import cached_derive_all
 from codegen.render import render
 from codegen.write import locked, write_tree
 from derive.catalogue import (CATALOGUE, USER_FILE, Activation, all_activations, check_name, read_user_file,
                               user_activations)
 from derive.cell import CELL_DIRS, derive_cell, read_cells
 from derive.cellparse import CellError, check_cell_name, parse_cell_file
-from derive.parse import parse_expression
+from derive.parse import ARITY, CONSTANTS, FUNCTIONS, parse_expression
 
 
 def _timeout(text):
@@ -60,7 +62,7 @@ def _add(name, text, user_file=USER_FILE, root=GENERATED, base=CATALOGUE, worker
         # in make derive's order (user entries sorted by name), so that a later `make check` finds no drift
         user = sorted([a for a in user_activations(user_file, base) if a.name != name] + [new], key=lambda a: a.name)
         activations = list(base) + user
-        files = render(derive_all(activations, workers, timeout), derive_cells(cell_dirs))
+        files = render(cached_derive_all(activations, root, workers, timeout), derive_cells(cell_dirs))
         return write_tree(files, root, extra={user_file: content})
 
 
@@ -75,7 +77,7 @@ def _remove(name, user_file=USER_FILE, root=GENERATED, base=CATALOGUE, workers=N
         del entries[name]
         content = json.dumps(dict(sorted(entries.items())), indent=2) + "\n"
         kept = [a for a in all_activations(user_file, base) if a.name != name]
-        files = render(derive_all(kept, workers, timeout), derive_cells(cell_dirs))
+        files = render(cached_derive_all(kept, root, workers, timeout), derive_cells(cell_dirs))
         return write_tree(files, root, extra={user_file: content})
 
 
@@ -96,8 +98,8 @@ def _add_cell(path, cell_dirs=CELL_DIRS, root=GENERATED, user_file=USER_FILE, ba
     with locked(root, [user_file, target.parent]):
         existing = existing_cells()
         cells = sorted(existing + (cell,), key=lambda c: c.name)
-        files = render(derive_all(all_activations(user_file, base), workers, timeout),
-                       [derive_cell(c) for c in cells])
+        derivations = cached_derive_all(all_activations(user_file, base), root, workers, timeout)
+        files = render(derivations, [derive_cell(c) for c in cells])
         return cell.name, write_tree(files, root, extra={target: cell.source})
 
 
@@ -110,8 +112,8 @@ def _remove_cell(name, cell_dirs=CELL_DIRS, root=GENERATED, user_file=USER_FILE,
             users = sorted(p.stem for p in Path(cell_dirs[-1]).glob("*.cell"))
             raise CellError(f"{name!r} is not a user cell; user cells: {', '.join(users) or 'none'}")
         rest = tuple(c for c in read_cells(cell_dirs) if c.name != name)
-        files = render(derive_all(all_activations(user_file, base), workers, timeout),
-                       [derive_cell(c) for c in rest])
+        derivations = cached_derive_all(all_activations(user_file, base), root, workers, timeout)
+        files = render(derivations, [derive_cell(c) for c in rest])
         return write_tree(files, root, extra={target: None})
 
 
@@ -122,19 +124,38 @@ def _check(user_file=USER_FILE, root=GENERATED, base=CATALOGUE, workers=None, ce
         return drift(emit(user_file, workers, base, cell_dirs, timeout), root)
 
 
+def _expression_help():
+    """What an expression may contain, from the parser's own tables (so the help cannot drift from them)."""
+    calls = ", ".join(f"{name}(a, b)" if ARITY.get(name, 1) == 2 else name for name in sorted(FUNCTIONS))
+    constants = ", ".join(c for c in CONSTANTS if c != "x")
+    text = (f"EXPRESSION is in x, with numbers, the constants {constants}, the operators + - * / ** and unary "
+            f"minus, and calls of these functions: {calls}. Anything else (other names, attributes, strings, "
+            f"keyword arguments) is refused, quoting the text and its column.")
+    return textwrap.fill(text, 100) + "\n\nexample: python -m codegen add swish2 'x*sigmoid(2*x)'"
+
+
+EXPRESSION_HELP = _expression_help()
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m codegen", description=__doc__.splitlines()[1])
     parser.add_argument("--check", action="store_true", help="compare generated/ with what is emitted now")
     timeout_help = (f"limit on each derivation, in seconds (0: none; default ${TIMEOUT_ENV}, else 60)")
     parser.add_argument("--timeout", type=_timeout, metavar="S", default=FROM_ENV, help=timeout_help)
     sub = parser.add_subparsers(dest="command")
-    add = sub.add_parser("add", help="add a user activation, e.g. add swish2 'x*sigmoid(2*x)'")
-    add.add_argument("name")
-    add.add_argument("expression")
+    add = sub.add_parser("add", help="add a user activation, e.g. add swish2 'x*sigmoid(2*x)'",
+                         description=textwrap.fill(
+                             "Add a user activation: it is derived and rendered with the whole catalogue first, "
+                             "then derive/user_activations.json and generated/ are written together; on any error "
+                             "nothing changes.", 100),
+                         epilog=EXPRESSION_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add.add_argument("name", help="the new activation's name: a lowercase identifier (a letter, then letters, "
+                                  "digits or '_', at most 40 characters) not already taken")
+    add.add_argument("expression", help="the activation as an expression in x (quote it for the shell)")
     add.add_argument("--keep-input", action="store_true",
                      help="keep E_t and take f' from it, not from h_t: accuracy over memory (see README)")
     rm = sub.add_parser("remove", help="remove a user activation")
-    rm.add_argument("name")
+    rm.add_argument("name", help="a name added with `add` (catalogue entries cannot be removed)")
     lst = sub.add_parser("list", help="list the activations, then the cells' equations")
     add_cell = sub.add_parser("add-cell", help="add a user cell from a .cell file (see README, Cells from equations)")
     add_cell.add_argument("path")

@@ -13,12 +13,13 @@ from codegen.write import locked, write_tree
 from codegen.workers import DEFAULT_TIMEOUT, FROM_ENV, TIMEOUT_ENV, derive_in_workers, resolve_timeout
 from derive.catalogue import CATALOGUE, USER_FILE, all_activations
 from derive.cell import CELL_DIRS, derive_cell, read_cells
+from derive.locations import generated_dir
 from derive.recurrence import derive
 
 __all__ = ["DEFAULT_TIMEOUT", "FROM_ENV", "TIMEOUT_ENV", "build", "derive_all", "derive_cells", "drift", "emit"]
 
 ROOT = Path(__file__).resolve().parent.parent
-GENERATED = ROOT / "generated"
+GENERATED = generated_dir()  # ROOT / "generated" in a checkout, the data folder when installed
 
 
 def derive_all(activations, workers=None, timeout=FROM_ENV):

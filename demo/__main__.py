@@ -135,18 +135,19 @@ def plot_curves(curves, vocab, path):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m demo", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m demo", description=__doc__.splitlines()[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--activations", default="tanh,relu,gelu",
                    help=f"comma-separated, from: {', '.join(generated.ACTIVATIONS)}")
-    p.add_argument("--iterations", type=int, default=1500)
-    p.add_argument("--hidden", type=int, default=128)
+    p.add_argument("--iterations", type=int, default=1500, help="training steps per activation")
+    p.add_argument("--hidden", type=int, default=128, help="hidden size H")
     p.add_argument("--seq", type=int, default=50, help="truncated-BPTT chunk length")
     p.add_argument("--batch", type=int, default=16, help="parallel streams of the text")
-    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--lr", type=float, default=3e-3, help="Adam's learning rate")
     p.add_argument("--clip", type=float, default=5.0, help="global gradient-norm clip")
-    p.add_argument("--sample-every", type=int, default=500)
+    p.add_argument("--sample-every", type=int, default=500, help="print generated text every this many steps")
     p.add_argument("--plot", help="write the loss curves to this PNG (needs matplotlib)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="random seed of the run (weights, stream offsets, samples)")
     args = p.parse_args(argv)
     names = [n.strip() for n in args.activations.split(",") if n.strip()]
     unknown = [n for n in names if n not in generated.ACTIVATIONS]

@@ -18,9 +18,10 @@ import sympy as sp
 
 from derive.errors import DerivationError
 from derive.functions import sigmoid, softplus
+from derive.locations import user_file
 from derive.parse import X as x, parse_expression
 
-USER_FILE = Path(__file__).with_name("user_activations.json")
+USER_FILE = user_file()  # derive/user_activations.json in a checkout, the data folder when installed
 NAME_PATTERN = re.compile(r"[a-z][a-z0-9_]{0,39}")
 
 

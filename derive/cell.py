@@ -30,6 +30,7 @@ from pathlib import Path
 import sympy as sp
 
 from derive.cellparse import CELLS_DIR, Cell, CellError, parse_cell_file
+from derive.locations import user_cells_dir
 
 
 @dataclass(frozen=True)
@@ -210,7 +211,7 @@ def _check_against_inlined(cell, total, leaves):
                                 f"{leaf} disagree (an engine error, please report)")
 
 
-USER_CELLS_DIR = CELLS_DIR.with_name("user_cells")
+USER_CELLS_DIR = user_cells_dir()  # derive/user_cells in a checkout, the data folder when installed
 CELL_DIRS = (CELLS_DIR, USER_CELLS_DIR)  # built-in cells, then those added with `python -m codegen add-cell`
 
 

@@ -7,6 +7,9 @@ pushforward, pullback, derivatives, activation, activation_derivative; and the c
 DERIVATIVE, DERIVATIVE_FROM_OUTPUT, USES_OUTPUT, GAMMA, KINKS, BACKEND and NUMBA_MAX_WORK.
 """
 import importlib
+import os
+import re
+from pathlib import Path
 
 from generated._support import Cache, Grads
 
@@ -46,3 +49,36 @@ def load(name):
 
 
 __all__ = ["ACTIVATIONS", "CELLS", "Cache", "Grads", "load"]
+
+
+# An installed copy (pip install ., a wheel) never writes into site-packages: `python -m codegen add` writes a
+# whole generated/ into the per-user data folder (derive.locations, whose rule this repeats: this package must not
+# import derive), and the modules only that folder has are found there.
+def _data_dir():
+    """$XDG_DATA_HOME/rnn-bptt-derive, or ~/.local/share/rnn-bptt-derive when XDG_DATA_HOME is unset or relative."""
+    base = os.environ.get("XDG_DATA_HOME", "")
+    return (Path(base) if os.path.isabs(base) else Path.home() / ".local" / "share") / "rnn-bptt-derive"
+
+
+def _user_modules(prefix, known):
+    """(folder, names) of the modules ``<prefix><name>.py`` in the data folder's generated/ that ``known`` lacks;
+    (None, ()) in a checkout (setup.cfg beside the packages: generated/ itself holds everything)."""
+    root = Path(__file__).resolve().parent.parent
+    if (root / "setup.cfg").is_file() and (root / "derive" / "catalogue.py").is_file():
+        return None, ()
+    folder = _data_dir() / "generated"
+    try:
+        files = sorted(p.name for p in folder.iterdir())
+    except OSError:  # nothing added yet
+        return None, ()
+    pattern = re.compile(re.escape(prefix) + r"([a-z][a-z0-9_]{0,39})\.py")
+    names = (m.group(1) for m in map(pattern.fullmatch, files) if m)
+    return folder, tuple(n for n in names if n not in known)
+
+
+_USER_FOLDER, _USER_ACTIVATIONS = _user_modules("rnn_", ACTIVATIONS)
+_USER_CELLS = _user_modules("cell_", CELLS)[1]
+if _USER_FOLDER is not None:
+    __path__.append(str(_USER_FOLDER))  # after generated/ itself: the installed modules come first
+    ACTIVATIONS += _USER_ACTIVATIONS
+    CELLS += _USER_CELLS

@@ -62,3 +62,28 @@ def test_command_refuses_unknown_activation(capsys):
     with pytest.raises(SystemExit):
         main(["--activations", "tanh,nope"])
     assert "unknown activation(s) nope" in capsys.readouterr().err
+
+
+def test_plot_keeps_coinciding_lines_apart():
+    """tanh and relu at one W share gamma = 1, so their bound lines coincide; two reports of one activation make
+    every line coincide. Each line must still differ from the others in marker or dash pattern."""
+    pytest.importorskip("matplotlib", reason="matplotlib (the plot extra) is not installed: the plot is not drawn")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from analysis.gradient_flow import draw
+
+    tanh, relu = (analyze(n, T=20, N=4, D=3, H=6, scale=0.8, lyapunov_count=2) for n in ("tanh", "relu"))
+    np.testing.assert_array_equal(tanh.bound, relu.bound)  # the case the plot must survive
+    fig = draw([tanh, relu, tanh])
+    try:
+        lines = fig.axes[0].get_lines()
+        assert len(lines) == 6
+        looks = [(line.get_marker(), line.get_linestyle(), str(line._dash_pattern), str(line.get_markevery()))
+                 for line in lines]
+        assert len(set(looks)) == len(looks), looks
+        assert all(line.get_marker() not in (None, "None", "") for line in lines)
+    finally:
+        plt.close(fig)

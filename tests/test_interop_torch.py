@@ -48,9 +48,9 @@ def test_module_float32_unbatched_and_errors():
     m = RNN(3, 5, activation="silu")
     out, hn = m(torch.randn(4, 3))
     assert out.shape == (4, 5) and hn.shape == (1, 5) and out.dtype == torch.float32
-    with pytest.raises(ValueError, match="input must have 3 features"):
+    with pytest.raises(RuntimeError, match="input.size\\(-1\\) must be equal to input_size. Expected 3, got 7"):
         m(torch.randn(4, 2, 7))
-    assert "activation='silu'" in repr(m)
+    assert "nonlinearity='silu'" in repr(m)
 
 
 def _pair(nonlinearity="tanh", batch_first=False):
