@@ -50,7 +50,7 @@ class RnnPrinter:
 
     # NumPy ---------------------------------------------------------------------------------------------------------
     ALL = {"x": "x.reshape(T * N, D)", "E": "E.reshape(T * N, H)", "delta": "delta_rows"}  # (T*N, cols) views
-    ONE = {"h_prev": "h_prev", "delta": "delta_t", "W_T": "W_T"}
+    ONE = {"h_prev": "h_prev", "delta": "delta_t"}  # a step's (N, cols) arrays
 
     def operand(self, name, transposed, steps):
         """The NumPy text of a MatMul operand: a parameter (W^T hoisted as W_T in a step), a step's array, or a
@@ -61,6 +61,7 @@ class RnnPrinter:
         return f"{text_}{'.T' if transposed else ''}"
 
     def matmul(self, m, out=None):
+        """A MatMul as ``left @ right``, or into the preallocated ``out`` (no temporary in the step loops)."""
         left = self.operand(m.left, m.left_t, m.steps)
         right = self.operand(m.right, m.right_t, m.steps)
         if out is not None:
