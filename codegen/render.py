@@ -12,7 +12,9 @@ from codegen.cell_render import cell_context
 from codegen.latex_passes import (Phi, closed_form_sup, definitions as normal_definitions, long_constants,
                                   name_parameters, phi, textbook)
 from codegen.latex_printer import latex, latex_terms
-from codegen.numpy_printer import elementwise_body, scalar_body, scalar_support, support_names, ufunc_call
+from codegen.numpy_printer import elementwise_body, scalar_support, support_names, ufunc_call
+from codegen.rnn_lower import lower_rnn
+from codegen.rnn_printer import RnnPrinter
 from codegen.text_printer import text
 from codegen.write import write_tree  # noqa: F401  (its old home: interop and older callers import it from here)
 from derive.catalogue import check_name
@@ -38,6 +40,7 @@ LATEX_ENV = jinja2.Environment(
     variable_end_string=")))", comment_start_string="((#", comment_end_string="#))",
 )
 NUMBA_MAX_WORK = 8192  # N*H*H; measured crossover of the compiled and NumPy loops (see README, Performance)
+JACOBIAN_MAX_BYTES = "2**30"  # 1 GiB: the default limit of jacobian_products
 WIDE = 62  # characters of typeset math past which an expression is referred to, not written out in a display
 
 
@@ -57,9 +60,14 @@ def _returned(result, expr, var, argname):
 
 
 def module_context(d):
-    """The template context of one derivation: text printed from its SymPy objects."""
+    """The template context of one derivation: text printed from its SymPy objects.
+
+        # [Derivation] -> [RnnKernel]           codegen.rnn_lower.lower_rnn
+        # [RnnKernel] -> {section: [line]}      codegen.rnn_printer.RnnPrinter
+        # {section: [line]} -> text             codegen/templates/rnn_module.py.jinja
+    """
     s = d.scalar
-    f_scalar = scalar_body(s.f, x_symbol, "E")
+    code = RnnPrinter(lower_rnn(d)).sections()
     f_lines, f_result = elementwise_body(s.f, x_symbol, "E")
     f_return = _returned(f_result, s.f, x_symbol, "E")
     if d.uses_output:
@@ -84,12 +92,10 @@ def module_context(d):
         df_h_text=text(s.df_h) if d.uses_output else None, uses_output=d.uses_output,
         kinks=[repr(float(k)) for k in s.kinks], gamma_value=gamma_value, gamma_note=gamma_note, gamma_text=gamma_text,
         eq={k: text(getattr(d, k), names) for k in MATRIX_FIELDS}, grad_h0=text(_at_first_step(d.grad_h_prev)),
-        dh_dE_used=text(d.dh_dE, names) + (", from h_t" if d.uses_output else ""),
         f_lines=f_lines, f_return=f_return, f_ufunc=ufunc_call(s.f, x_symbol, "E", "out"), f_result=f_result,
-        f_ufunc_step=ufunc_call(s.f, x_symbol, "E_t", "h_t"),
         df_lines=df_lines, df_return=df_return, df_arg=df_arg,
         support_imports="".join(f", {h}" for h in support_names(s.f, df_expr)),
-        f_scalar_lines=f_scalar[0], f_scalar_result=f_scalar[1], numba_max_work=NUMBA_MAX_WORK,
+        code=code, numba_max_work=NUMBA_MAX_WORK, jacobian_max_bytes=JACOBIAN_MAX_BYTES,
         scalar_imports=", ".join(scalar_imports), scalar_math=scalar_math,
     )
 

@@ -157,3 +157,14 @@ def check_span(cache, k, t):
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 0 <= k < t:
         raise ValueError(f"k must be an integer in 0..t-1 = 0..{t - 1}, got {k!r}")
     return int(k), t
+
+
+def check_products_bytes(cache, t, max_bytes):
+    """Refuse (MemoryError) to allocate the t*N*H*H floats of jacobian_products past ``max_bytes`` (None: no limit),
+    saying how much it would take."""
+    N, H = cache.h0.shape
+    size = t * N * H * H * cache.h.dtype.itemsize
+    if max_bytes is not None and size > max_bytes:
+        raise MemoryError(f"jacobian_products would allocate t*N*H*H = {t}*{N}*{H}*{H} {cache.h.dtype} values, "
+                          f"{size / 2**30:.2f} GiB, above max_bytes = {max_bytes / 2**30:.2f} GiB: pass a larger "
+                          f"max_bytes= (or None), or use pushforward / pullback, which never form the matrices")

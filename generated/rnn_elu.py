@@ -33,7 +33,8 @@ import math
 
 import numpy as np
 
-from generated._support import Cache, Grads, check_backward, check_forward, check_span, check_time, numba, use_numba
+from generated._support import (Cache, Grads, check_backward, check_forward, check_products_bytes, check_span,
+                                check_time, numba, use_numba)
 
 NAME = 'elu'
 EXPRESSION = 'x if x > 0 else exp(x) - 1'  # f(x)
@@ -192,12 +193,8 @@ def jacobian_products(cache, t, max_bytes=JACOBIAN_MAX_BYTES):
     matrix-free ``pushforward`` and ``pullback``.
     """
     t = check_time(cache, t)
+    check_products_bytes(cache, t, max_bytes)
     N, H = cache.h0.shape
-    size = t * N * H * H * cache.h.dtype.itemsize
-    if max_bytes is not None and size > max_bytes:
-        raise MemoryError(f"jacobian_products would allocate t*N*H*H = {t}*{N}*{H}*{H} {cache.h.dtype} values, "
-                          f"{size / 2**30:.2f} GiB, above max_bytes = {max_bytes / 2**30:.2f} GiB: pass a larger "
-                          f"max_bytes= (or None), or use pushforward / pullback, which never form the matrices")
     d = derivatives(cache)
     P = np.empty((t, N, H, H), dtype=cache.h.dtype)
     P[t - 1] = d[t - 1][:, :, None] * cache.W  # dh_t/dh_{t-1} = diag(f'(E_t)) W

@@ -1,0 +1,254 @@
+"""RnnKernel -> NumPy and Numba source lines: every arithmetic line of an rnn_<name> module, printed from the
+description (codegen.rnn_lower).
+
+    # [RnnKernel] -> {section: [line]}     RnnPrinter(kernel).sections()
+
+The template (codegen/templates/rnn_module.py.jinja) only places these lines inside function definitions with their
+docstrings. Each line's comment is the derivation step its description names, printed from the Derivation's SymPy
+objects (codegen.text_printer). Arrays are time-major with the batch in rows, so W u is printed as ``u @ W.T``.
+
+NumPy: the forward pass writes E_t in place (``out=``, ``+=``) into one (T, N, H) array, with V x_t + b for every t
+hoisted into one product before the loop; backward fills delta in place over f'(E_t). Numba: the same description as
+fused loops over (n, i, j), for small N*H*H where NumPy's per-call overhead dominates. The activation and its
+derivative go through codegen.numpy_printer (with codegen.passes' numerics passes), as for every other target.
+"""
+import sympy as sp
+
+from codegen.numpy_printer import scalar_body, ufunc_call
+from codegen.rnn_lower import E_t
+from codegen.text_printer import text
+from derive.cell import Assignment
+from derive.recurrence import delta_t as delta_matrix
+
+
+def _terms(expr):
+    """The operands of a sum or product built with evaluate=False, in the order written."""
+    return list(expr.args)
+
+
+class RnnPrinter:
+    """Prints one activation's RnnKernel; ``sections()`` gives {section: [line]} for the template."""
+
+    def __init__(self, kernel):
+        self.k = kernel
+        d = kernel.derivation
+        s = d.scalar
+        names = {s.f: "f", s.df: "f'"}  # each formula is written out once, in the module docstring
+        self.eq = {f: text(getattr(d, f), names) for f in ("pre_activation", "output", "dh_dE", "jacobian",
+                                                           "dL_dh", "delta", "grad_V", "grad_W", "grad_b",
+                                                           "grad_x")}
+        self.eq["grad_h_prev"] = text(d.grad_h_prev.subs(delta_matrix, sp.MatrixSymbol("delta_1", *delta_matrix.shape)))
+        self.eq["dh_dE_used"] = text(d.dh_dE, names) + (", from h_t" if kernel.keep == "h" else "")
+
+    def note(self, line):
+        """' # <step> = <its equation>' for a line that computes a derivation step."""
+        return f"  # {self.LHS[line.step]}{self.eq[line.step]}" if line.step else ""
+
+    LHS = {"pre_activation": "E_t = ", "output": "h_t = ", "dh_dE": "dh_t/dE_t = ", "dL_dh": "dL/dh_t = ",
+           "delta": "delta_t = ", "grad_V": "dV = sum_t ", "grad_W": "dW = sum_t ", "grad_b": "db = sum_t ",
+           "grad_x": "dx_t = ", "grad_h_prev": "dh_0 = ", "jacobian": "dh_t/dh_{t-1} = "}
+
+    # NumPy ---------------------------------------------------------------------------------------------------------
+    ALL = {"x": "x.reshape(T * N, D)", "E": "E.reshape(T * N, H)", "delta": "delta_rows"}  # (T*N, cols) views
+    ONE = {"h_prev": "h_prev", "delta": "delta_t"}  # a step's (N, cols) arrays
+
+    def operand(self, name, transposed, steps):
+        """The NumPy text of a MatMul operand: a parameter (W^T hoisted as W_T in a step), a step's array, or a
+        sequence taken as (T*N, cols) when the product spans all steps."""
+        if name in ("V", "W"):
+            return f"{name}_T" if transposed and steps == "one" else f"{name}{'.T' if transposed else ''}"
+        text_ = (self.ALL if steps == "all" else self.ONE)[name]
+        return f"{text_}{'.T' if transposed else ''}"
+
+    def matmul(self, m, out=None):
+        """A MatMul as ``left @ right``, or into the preallocated ``out`` (no temporary in the step loops)."""
+        left = self.operand(m.left, m.left_t, m.steps)
+        right = self.operand(m.right, m.right_t, m.steps)
+        if out is not None:
+            return f"np.matmul({left}, {right}, out={out})"
+        return f"{left} @ {right}"
+
+    def inplace(self, a, name=str, out=None):
+        """An elementwise Assignment written in place: ``a += b`` / ``a *= b`` when the target is among the
+        operands, else ``np.add(b, c, out=a)``; ``name`` prints each symbol (array views or loop elements)."""
+        op = "+" if a.expr.is_Add else "*"
+        terms = _terms(a.expr)
+        if a.symbol in terms:
+            rest = [t for t in terms if t != a.symbol]
+            value = rest[0] if len(rest) == 1 else (sp.Add if op == "+" else sp.Mul)(*rest, evaluate=False)
+            return f"{name(a.symbol)} {op}= {self.element(value, name)}"
+        ufunc = {"+": "add", "*": "multiply"}[op]
+        return f"np.{ufunc}({', '.join(name(t) for t in terms)}, out={out or name(a.symbol)})"
+
+    def element(self, expr, name):
+        """A sum or product of symbols, operands in the order written."""
+        if expr.is_Symbol:
+            return name(expr)
+        joiner = " + " if expr.is_Add else " * "
+        return joiner.join(self.element(t, name) for t in _terms(expr))
+
+    def output_call(self):
+        """h_t = f(E_t) into h_t: one ufunc when f is one, else the module's ``activation`` with ``out=``."""
+        a = self.k.output.value
+        return ufunc_call(a.expr, E_t, "E_t", a.symbol.name) or f"activation(E_t, out={a.symbol.name})"
+
+    def forward(self):
+        k = self.k
+        keep = k.keep == "E"
+        (vx, bias) = k.hoisted
+        lines = ["x, h0, V, W, b = check_forward(x, h0, V, W, b)", "T, N, D = x.shape", "H = h0.shape[1]",
+                 "h = np.empty((T, N, H), dtype=x.dtype)",
+                 "E = np.empty_like(h)  # f' needs E_t: kept for backward" if keep else
+                 "E = h  # E_t is formed in h[t] and replaced by h_t in place: f' needs only h_t",
+                 "# V x_t + b_h for all T steps at once: one matrix product",
+                 self.matmul(vx.value, out=self.ALL[vx.target]),
+                 self.inplace(bias.value)]
+        cache = f"Cache(x, h0, V, W, b, h, {'E' if keep else 'None'})"
+        lines += ["if use_numba(BACKEND, N * H * H, NUMBA_MAX_WORK):",
+                  "    _forward_loop(E, h, h0, W)  # the same steps, compiled",
+                  f"    return h, {cache}",
+                  f"{k.step_product.target} = np.empty((N, H), dtype=x.dtype)",
+                  "W_T, h_prev = W.T, h0",
+                  "for E_t, h_t in zip(E, h):  # views of step t (the same array when E is h)",
+                  f"    {self.matmul(k.step_product.value, out=k.step_product.target)}  # W h_{{t-1}}, rows as batch",
+                  f"    {self.inplace(k.pre_activation.value)}{self.note(k.pre_activation)}",
+                  f"    {self.output_call()}{self.note(k.output)}",
+                  "    h_prev = h_t",
+                  f"return h, {cache}"]
+        return lines
+
+    def backward(self):
+        k = self.k
+        (_, dV), (_, dW) = k.weight_grads
+        lines = ["dh = check_backward(dh, cache)", "x, h0, V, W, b, h, E = cache", "T, N, D = x.shape",
+                 "H = h0.shape[1]",
+                 "# f'(E_t) for all t at once; delta is then filled in place, step by step",
+                 f"delta = derivatives(cache)  # dh_t/dE_t = {self.eq['dh_dE_used']}",
+                 "if use_numba(BACKEND, N * H * H, NUMBA_MAX_WORK):",
+                 "    W_delta = _backward_loop(delta, dh, W)  # the same steps, compiled",
+                 "else:",
+                 "    dL_dh = np.empty((N, H), dtype=x.dtype)",
+                 "    W_delta = np.zeros((N, H), dtype=x.dtype)  # W^T delta_{T+1} = 0",
+                 "    for delta_t, dh_t in zip(delta[::-1], dh[::-1]):  # t = T, ..., 1",
+                 f"        {self.inplace(k.dL_dh.value)}{self.note(k.dL_dh)}",
+                 f"        {self.inplace(k.delta.value)}{self.note(k.delta)}",
+                 f"        {self.matmul(k.carry.value, out=k.carry.target)}  # W^T delta_t, rows as batch",
+                 "delta_rows = delta.reshape(T * N, H)",
+                 f"dV = {self.matmul(dV.value)}{self.note(dV)}"]
+        lines += self.previous_states(dW)
+        assert isinstance(k.bias_grad.value.expr, sp.Sum)  # over t and the batch: the rows of delta
+        lines += [f"db = delta_rows.sum(axis=0){self.note(k.bias_grad)}",
+                  f"dx = ({self.matmul(k.input_grad.value)}).reshape(T, N, D){self.note(k.input_grad)}",
+                  f"return Grads(dx, {k.carry.target}, dV, dW, db){self.note(k.carry)}"]
+        return lines
+
+    def previous_states(self, line):
+        """sum_t delta_t h_{t-1}^T without forming h_0..h_{T-1}: t = 1 from h0, t > 1 from h[:-1]."""
+        m = line.value
+        assert (m.left, m.left_t, m.right, m.right_t, m.steps) == ("delta", True, "h_prev", False, "all")
+        first = {"delta": "delta[0]", "h_prev": "h0"}
+        rest = {"delta": "delta[1:].reshape((T - 1) * N, H)", "h_prev": "h[:-1].reshape((T - 1) * N, H)"}
+        return [f"{line.target} = {first[m.left]}.T @ {first[m.right]}{self.note(line)}: t = 1 uses h_0 ...",
+                "if T > 1:",
+                f"    {line.target} += {rest[m.left]}.T @ {rest[m.right]}  # ... t > 1 uses h[t-1]"]
+
+    # Numba ---------------------------------------------------------------------------------------------------------
+    def numba_activation(self):
+        lines, result = scalar_body(self.k.f, self.k.f_arg, "E")
+        return lines + [f"return {result}"]
+
+    def forward_loop(self):
+        """The forward step as fused loops: E_t[n, i] accumulated over j from the step product, then h_t."""
+        k = self.k
+        m = k.step_product.value  # h_prev @ W.T: element (n, i) = sum_j W[i, j] h_prev[n, j]
+        assert (m.left, m.right, m.right_t) == ("h_prev", "W", True)
+        element = {"E_t": "acc", "W_h": f"{m.right}[i, j] * {m.left}[n, j]"}.get
+        pre = k.pre_activation.value
+        (added,) = [t for t in _terms(pre.expr) if t != pre.symbol]
+        return ["T, N, H = E.shape",
+                "for t in range(T):",
+                "    h_prev = h0 if t == 0 else h[t - 1]",
+                "    for n in range(N):",
+                "        for i in range(H):",
+                "            acc = E[t, n, i]",
+                "            for j in range(H):",
+                f"                {element(pre.symbol.name)} += {element(added.name)}{self.note(k.pre_activation)}",
+                "            E[t, n, i] = acc",
+                f"            h[t, n, i] = _activation_scalar(acc){self.note(k.output)}"]
+
+    def backward_loop(self):
+        """The backward step as fused loops: delta_t[n, i] with dL/dh_t inlined, then W^T delta_t row by row."""
+        k = self.k
+        names = {"delta_t": "delta[t, n, i]", "dh_t": "dh[t, n, i]", "W_delta": "W_delta[n, i]"}
+        name = lambda s: names[s.name]  # noqa: E731 - symbols as loop elements
+        dL = k.dL_dh.value
+        inlined = Assignment(k.delta.value.symbol, sp.Mul(*[dL.expr if t == dL.symbol else t
+                                                            for t in _terms(k.delta.value.expr)], evaluate=False))
+        m = k.carry.value  # delta_t @ W: element (n, j) = sum_i delta[n, i] W[i, j]
+        assert (m.left, m.right, m.right_t) == ("delta", "W", False)
+        return ["T, N, H = delta.shape",
+                "W_delta = np.zeros((N, H), dtype=delta.dtype)  # W^T delta_{T+1} = 0",
+                "for t in range(T - 1, -1, -1):",
+                "    for n in range(N):",
+                "        for i in range(H):",
+                f"            {self.inplace(inlined, name)}{self.note(k.delta)}",
+                "        W_delta[n, :] = 0.0",
+                "        for i in range(H):  # W^T delta_t, row by row of W (contiguous)",
+                "            d = delta[t, n, i]",
+                "            for j in range(H):",
+                f"                W_delta[n, j] += d * {m.right}[i, j]",
+                "return W_delta"]
+
+    # Jacobians -----------------------------------------------------------------------------------------------------
+    def _factor(self):
+        ((factor, param),) = self.k.jacobian
+        return factor.name, f"cache.{param}"
+
+    def jacobian(self):
+        d, W = self._factor()
+        return ["t = check_time(cache, t)",
+                f"{d} = activation_derivative(cache.{self.k.keep}[t - 1])  # f'(E_t), (N, H)",
+                f"return {d}[:, :, None] * {W}[None, :, :]  # diag(f'(E_t)) W, row by row"]
+
+    def derivatives(self):
+        return [f"return activation_derivative(cache.{self.k.keep})"]
+
+    def jacobian_products(self):
+        d, W = self._factor()
+        return ["t = check_time(cache, t)",
+                "check_products_bytes(cache, t, max_bytes)",
+                "N, H = cache.h0.shape",
+                f"{d} = derivatives(cache)",
+                "P = np.empty((t, N, H, H), dtype=cache.h.dtype)",
+                f"P[t - 1] = {d}[t - 1][:, :, None] * {W}{self.note_jacobian()}",
+                "for k in range(t - 2, -1, -1):",
+                f"    np.matmul(P[k + 1] * {d}[k][:, None, :], {W}, out=P[k])"
+                "  # (dh_t/dh_{k+1}) diag(f'(E_{k+1})) W",
+                "return P"]
+
+    def note_jacobian(self):
+        return f"  # dh_t/dh_{{t-1}} = {self.eq['jacobian']}"
+
+    def pushforward(self):
+        d, W = self._factor()
+        return ["k, t = check_span(cache, k, t)",
+                f"{d} = derivatives(cache)",
+                "v = np.asarray(v, dtype=cache.h.dtype)",
+                "for s in range(k, t):  # step s + 1: v <- diag(f'(E_{s+1})) W v",
+                f"    v = {d}[s] * (v @ {W}.T)",
+                "return v"]
+
+    def pullback(self):
+        d, W = self._factor()
+        return ["k, t = check_span(cache, k, t)",
+                f"{d} = derivatives(cache)",
+                "u = np.asarray(u, dtype=cache.h.dtype)",
+                "for s in range(t - 1, k - 1, -1):  # u <- W^T diag(f'(E_{s+1})) u",
+                f"    u = (u * {d}[s]) @ {W}",
+                "return u"]
+
+    def sections(self):
+        return dict(forward=self.forward(), backward=self.backward(), activation_scalar=self.numba_activation(),
+                    forward_loop=self.forward_loop(), backward_loop=self.backward_loop(), jacobian=self.jacobian(),
+                    derivatives=self.derivatives(), jacobian_products=self.jacobian_products(),
+                    pushforward=self.pushforward(), pullback=self.pullback())
