@@ -48,11 +48,14 @@ demo:
 	$(MAKE) EXTRAS=plot $(VENV)/.installed-plot
 	$(VENV)/bin/python -m demo --activations tanh,relu,gelu --plot docs/demo_loss.png $(DEMO_ARGS)
 
-## analysis: gradient flow through time for four activations at one W; plot to docs/gradient_flow.png
+## analysis: gradient flow through time for four activations at one W, then the vanilla RNN against the LSTM and
+## GRU (with and without an open forget/update gate); plots to docs/gradient_flow.png and docs/gradient_flow_cells.png
 analysis:
 	$(MAKE) EXTRAS=plot $(VENV)/.installed-plot
 	$(VENV)/bin/python -m analysis --activations tanh,relu,sigmoid,silu --T 60 --H 64 --scale 1.5 \
 	  --plot docs/gradient_flow.png
+	$(VENV)/bin/python -m analysis --activations tanh --cells lstm,lstm:b_if=1:b_hf=1,gru,gru:b_iz=1:b_hz=1 --T 60 --H 64 \
+	  --N 8 --scale 1.0 --plot docs/gradient_flow_cells.png
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
