@@ -37,16 +37,21 @@ docs: derive
 	done
 	@echo "PDFs in build/docs/"
 
-## bench: ours against PyTorch, JAX and the GEMM floor (installs the bench extra); BENCH_ARGS for options
+## bench: ours against PyTorch, JAX and the GEMM floor (installs the bench extra), the vanilla RNN and then the LSTM
+## and GRU cells against torch.nn.LSTM/GRU; BENCH_ARGS and CELL_BENCH_ARGS for options
 bench:
 	$(MAKE) EXTRAS=bench $(VENV)/.installed-bench
 	$(VENV)/bin/python -m bench $(BENCH_ARGS)
 	$(VENV)/bin/python -m bench.memory
+	$(VENV)/bin/python -m bench.cells $(CELL_BENCH_ARGS)
+	$(VENV)/bin/python -m bench.memory --cell lstm
+	$(VENV)/bin/python -m bench.memory --cell gru
 
-## demo: train a character-level language model with three activations; loss curves to docs/demo_loss.png
+## demo: train a character-level language model with three activations, the LSTM and the GRU, same settings;
+## loss curves to docs/demo_loss.png
 demo:
 	$(MAKE) EXTRAS=plot $(VENV)/.installed-plot
-	$(VENV)/bin/python -m demo --activations tanh,relu,gelu --plot docs/demo_loss.png $(DEMO_ARGS)
+	$(VENV)/bin/python -m demo --activations tanh,relu,gelu --cells lstm,gru --plot docs/demo_loss.png $(DEMO_ARGS)
 
 ## analysis: gradient flow through time for four activations at one W, then the vanilla RNN against the LSTM and
 ## GRU (with and without an open forget/update gate); plots to docs/gradient_flow.png and docs/gradient_flow_cells.png
