@@ -5,6 +5,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 EXTRAS ?= test
 STAMP := $(VENV)/.installed-$(EXTRAS)
+# the cells' benchmark pins NumPy's BLAS, PyTorch and XLA to one thread each: on a shared machine that is the
+# comparison a busy neighbour disturbs least
+CELL_BENCH_ARGS ?= --threads 1
 
 .PHONY: derive test check docs bench demo analysis clean
 
