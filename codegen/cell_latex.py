@@ -241,10 +241,8 @@ def cell_latex_context(d, header):
         terms = [tex(c.direct)] if c.direct is not None else []
         terms += [rf"{_vector(p.block, '')}^{{\top}} {tex(adjoint_symbol(p.symbol))}" for p in c.products]
         carry = _chunks([rf"\frac{{\partial L}}{{\partial {names.prev[c.state]}}}"] + terms, 3)
-        carries.append(dict(state=c.state, prev=names.prev[c.state], now=names.state[c.state],
-                            external=tex(d.external[c.state]), terms=terms, lines=carry,
-                            direct=tex(c.direct) if c.direct is not None else None,
-                            initial=_vector(c.state, "0")))
+        carries.append(dict(state=c.state, prev=names.prev[c.state], lines=carry,
+                            direct=tex(c.direct) if c.direct is not None else None))
     grads = []
     for g in d.param_grads:
         left = _vector(g.block, "")
@@ -259,11 +257,9 @@ def cell_latex_context(d, header):
     stacks = f"({'; '.join(stacks)})" if stacks else ""
     blocks = _block_rows(d, names, lines)
     return dict(
-        header=header, name=cell.name, name_tex=escape(cell.name), description=escape(cell.description),
+        header=header, name_tex=escape(cell.name), description=escape(cell.description),
         input=names.prev[cell.input], input_size=str(cell.input_size),
-        states=[dict(now=names.state[s], prev=names.prev[s], size=str(n), name=s,
-                     external=tex(d.external[s]), bar=tex(adjoint_symbol(cell.next_symbol(s))))
-                for s, n in cell.states],
+        states=[dict(now=names.state[s], size=str(n)) for s, n in cell.states],
         output=names.state[cell.output], params=params,
         equations=[_row(tex(e.symbol), lines(e.expr)) for e in cell.equations],
         locals=_local_rows(d, tex, lines), blocks=blocks,
@@ -274,6 +270,6 @@ def cell_latex_context(d, header):
         stacks=stacks, initials=", ".join(
             rf"$\mathrm{{d}}L / \mathrm{{d}}{_vector(s, '0')}$" for s, _ in cell.states),
         grad_rows=_grad_rows(grads),
-        adjoints=adjoint_rows, carries=carries, grads=grads, grad_x=grad_x,
+        adjoints=adjoint_rows, carries=carries, grad_x=grad_x,
     )
 
