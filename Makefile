@@ -5,6 +5,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 EXTRAS ?= test
 STAMP := $(VENV)/.installed-$(EXTRAS)
+# the cells' benchmark pins NumPy's BLAS, PyTorch and XLA to one thread each: on a shared machine that is the
+# comparison a busy neighbour disturbs least
+CELL_BENCH_ARGS ?= --threads 1
 
 .PHONY: derive test explore help check docs bench demo analysis clean
 
@@ -46,13 +49,18 @@ docs: derive
 	done
 	@echo "PDFs in build/docs/"
 
-## bench: ours against PyTorch, JAX and the GEMM floor (installs the bench extra); BENCH_ARGS for options
+## bench: ours against PyTorch, JAX and the GEMM floor (installs the bench extra), the vanilla RNN and then the LSTM
+## and GRU cells against torch.nn.LSTM/GRU; BENCH_ARGS and CELL_BENCH_ARGS for options
 bench:
 	$(MAKE) EXTRAS=bench $(VENV)/.installed-bench
 	$(VENV)/bin/python -m bench $(BENCH_ARGS)
 	$(VENV)/bin/python -m bench.memory
+	$(VENV)/bin/python -m bench.cells $(CELL_BENCH_ARGS)
+	$(VENV)/bin/python -m bench.memory --cell lstm
+	$(VENV)/bin/python -m bench.memory --cell gru
 
-## demo: train a character-level language model with three activations; loss curves to docs/demo_loss.png
+## demo: train a character-level language model with three activations, the LSTM and the GRU, same settings;
+## loss curves to docs/demo_loss.png
 ## demo DDP=2: the same model in PyTorch (interop.torch_rnn.RNN), data-parallel in 2 processes under torchrun
 demo:
 ifdef DDP
@@ -60,14 +68,17 @@ ifdef DDP
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(VENV)/bin/torchrun --standalone --nproc_per_node $(DDP) -m demo.ddp $(DEMO_ARGS)
 else
 	$(MAKE) EXTRAS=plot $(VENV)/.installed-plot
-	$(VENV)/bin/python -m demo --activations tanh,relu,gelu --plot docs/demo_loss.png $(DEMO_ARGS)
+	$(VENV)/bin/python -m demo --activations tanh,relu,gelu --cells lstm,gru --plot docs/demo_loss.png $(DEMO_ARGS)
 endif
 
-## analysis: gradient flow through time for four activations at one W; plot to docs/gradient_flow.png
+## analysis: gradient flow through time for four activations at one W, then the vanilla RNN against the LSTM and
+## GRU (with and without an open forget/update gate); plots to docs/gradient_flow.png and docs/gradient_flow_cells.png
 analysis:
 	$(MAKE) EXTRAS=plot $(VENV)/.installed-plot
 	$(VENV)/bin/python -m analysis --activations tanh,relu,sigmoid,silu --T 60 --H 64 --scale 1.5 \
 	  --plot docs/gradient_flow.png
+	$(VENV)/bin/python -m analysis --activations tanh --cells lstm,lstm:b_if=1:b_hf=1,gru,gru:b_iz=1:b_hz=1 --T 60 --H 64 \
+	  --N 8 --scale 1.0 --plot docs/gradient_flow_cells.png
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

@@ -2,6 +2,7 @@
 
     python -m analysis --activations tanh,relu,sigmoid --T 60 --H 64 --scale 1.2 --plot flow.png
     python -m analysis --activations tanh --weights W.npy --inputs x.npy
+    python -m analysis --activations tanh --cells lstm,lstm:b_if=1,gru --T 60 --H 64 --plot cells.png
 """
 import argparse
 import sys
@@ -9,6 +10,7 @@ import sys
 import numpy as np
 
 import generated
+from analysis.cell_flow import analyze_cell, format_cell_table, parse_cell_spec, plot_flow
 from analysis.gradient_flow import analyze, format_table, make_weights, plot
 
 
@@ -17,6 +19,9 @@ def main(argv=None):
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--activations", default="tanh,relu,sigmoid",
                    help=f"comma-separated names from: {', '.join(generated.ACTIVATIONS)}")
+    p.add_argument("--cells", default="",
+                   help=f"comma-separated cells from: {', '.join(generated.CELLS)}; a cell may set bias blocks, "
+                        f"e.g. lstm:b_if=1 (the forget gate's); weights at the same --scale as the RNN's W")
     p.add_argument("--T", type=int, default=60, help="sequence length")
     p.add_argument("--N", type=int, default=16, help="batch size: the spread is taken over it")
     p.add_argument("--D", type=int, default=16, help="input size")
@@ -33,6 +38,12 @@ def main(argv=None):
     unknown = [n for n in names if n not in generated.ACTIVATIONS]
     if unknown:
         p.error(f"unknown activation(s) {', '.join(unknown)}; known: {', '.join(generated.ACTIVATIONS)}")
+    try:
+        cells = [parse_cell_spec(c) for c in args.cells.split(",") if c.strip()]
+    except ValueError as e:
+        p.error(str(e))
+    if cells and args.weights:
+        p.error("--weights gives the vanilla RNN's W; with --cells every model draws its weights at --scale")
     x = np.load(args.inputs) if args.inputs else None
     if x is not None and x.ndim != 3:
         p.error(f"--inputs must hold an array of shape (T, N, D), got {x.shape}")
@@ -46,7 +57,20 @@ def main(argv=None):
         V, W = make_weights(args.H, D, args.scale, args.seed)  # one W for every activation
     reports = [analyze(n, T=args.T, N=args.N, D=D, W=W, V=V, x=x, lyapunov_count=args.lyapunov, seed=args.seed,
                        progress=not args.no_progress) for n in names]
-    print(format_table(reports))
+    if reports:
+        print(format_table(reports))
+    if cells:
+        cell_reports = [analyze_cell(n, T=args.T, N=args.N, D=D, H=args.H, scale=args.scale, bias=bias, x=x,
+                                     lyapunov_count=args.lyapunov, seed=args.seed, progress=not args.no_progress)
+                        for n, bias in cells]
+        print(format_cell_table(cell_reports))
+        if args.plot:
+            vanilla = f" (vanilla RNN's ||W||_2 = {reports[0].w_norm:.2f})" if reports else ""
+            plot_flow(reports, cell_reports, args.plot,
+                      title=f"H = {args.H}, T = {cell_reports[0].distances.size}, every recurrent weight block "
+                            f"drawn at scale {args.scale:g}{vanilla}; biases zero unless named")
+            print(f"plot written to {args.plot}")
+        return 0
     if args.plot:
         plot(reports, args.plot, title=f"Vanilla RNN, H = {W.shape[0]}, T = {reports[0].distances.size}, "
                                        f"one W for every activation, ||W||_2 = {reports[0].w_norm:.3f}")

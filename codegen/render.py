@@ -8,6 +8,7 @@ from pathlib import Path
 import jinja2
 import sympy as sp
 
+from codegen.cell_latex import cell_latex_context
 from codegen.cell_render import cell_context
 from codegen.latex_passes import (Phi, closed_form_sup, definitions as normal_definitions, long_constants,
                                   name_parameters, phi, textbook)
@@ -336,6 +337,10 @@ def render(derivations, cells=()):
         contexts.append(latex_context(d))
         files[f"latex/rnn_{d.name}.tex"] = single.render(
             header=header("derivation.tex.jinja", "%"), g=generic, a=contexts[-1])
+    cell_tex = LATEX_ENV.get_template("cell_derivation.tex.jinja")
+    for c in cells:
+        files[f"latex/cell_{c.name}.tex"] = cell_tex.render(
+            c=cell_latex_context(c, header("cell_derivation.tex.jinja", "%")))
     files["latex/all_activations.tex"] = LATEX_ENV.get_template("all_activations.tex.jinja").render(
         header=header("all_activations.tex.jinja", "%"), g=generic, activations=contexts, columns=TABLE_CM)
     return files

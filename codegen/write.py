@@ -28,7 +28,7 @@ from pathlib import Path
 
 LOCK_NAME = ".codegen.lock"
 JOURNAL_NAME = ".codegen-journal.json"
-STALE = ("rnn_*.py", "cell_*.py", "latex/rnn_*.tex")  # per-activation and per-cell files: removed with their entry
+STALE = ("rnn_*.py", "cell_*.py", "latex/rnn_*.tex", "latex/cell_*.tex")  # per-activation and per-cell files: removed with their entry
 TEMP = re.compile(r"\..+\.tmp")  # every temporary this module (or an older mkstemp version) writes
 
 _HELD = {}  # lock path -> [threading.RLock, depth, fd]: flock is per open file, so a nested take must reuse it

@@ -27,7 +27,7 @@ def test_softmax_gradient_matches_finite_differences():
         assert abs(fd - g[idx]) < 1e-8
 
 
-@pytest.mark.parametrize("activation", ["tanh", "gelu"])
+@pytest.mark.parametrize("activation", ["tanh", "gelu", "lstm", "gru"])
 def test_short_training_run_learns(activation):
     text = stdlib_text()
     out = io.StringIO()
@@ -44,3 +44,21 @@ def test_demo_command_writes_the_plot(tmp_path, capsys):
                  "--plot", str(path)]) == 0
     assert path.read_bytes()[:4] == b"\x89PNG"
     assert "relu: loss" in capsys.readouterr().out.replace("      ", "")
+
+
+def test_demo_command_trains_cells_with_the_same_settings(tmp_path, capsys):
+    pytest.importorskip("matplotlib", reason="matplotlib (the plot extra) is not installed: no plot to test")
+    path = tmp_path / "loss.png"
+    assert main(["--activations", "tanh", "--cells", "lstm,gru", "--iterations", "20", "--hidden", "8",
+                 "--sample-every", "0", "--plot", str(path)]) == 0
+    printed = capsys.readouterr().out
+    for name in ("tanh", "lstm", "gru"):
+        assert f"{name}: loss" in printed
+    assert "learned fastest: " in printed
+    assert path.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_demo_refuses_an_unknown_cell(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--cells", "lstm,nope"])
+    assert e.value.code == 2 and "unknown cell(s) nope" in capsys.readouterr().err
