@@ -21,7 +21,7 @@ import time
 
 import numpy as np
 
-from bench.peers import PEERS, available, gemm_floor, ours
+from bench.peers import PEERS, gemm_floor, installed_peers, ours
 
 SIZES = {"tiny": (50, 1, 16, 32), "small": (100, 16, 32, 64), "medium": (100, 32, 64, 128),
          "large": (100, 64, 256, 512)}
@@ -121,11 +121,7 @@ def main(argv=None):
     if bad:
         p.error(f"unknown size(s) {', '.join(bad)}; known: {', '.join(SIZES)}")
     dtypes = [{"float32": np.float32, "float64": np.float64}[d] for d in args.dtypes.split(",")]
-    wanted = [q for q in args.peers.split(",") if q]
-    peers = [q for q in wanted if available(q)]
-    for q in wanted:
-        if q not in peers:
-            print(f"note: {q} is not installed: its column is left out (pip install -e '.[bench]')")
+    peers = installed_peers(args.peers)
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
           f"NumPy {np.__version__}")
     print(header(peers))

@@ -226,7 +226,7 @@ def main(argv=None):
     import numpy as np
 
     from bench.__main__ import SIZES
-    from bench.peers import available
+    from bench.peers import installed_peers
 
     cells = [c for c in args.cells.split(",") if c]
     sizes = [s for s in args.sizes.split(",") if s]
@@ -235,11 +235,7 @@ def main(argv=None):
         bad = [g for g in got if g not in known]
         if bad:
             parser.error(f"unknown {label}(s) {', '.join(bad)}; known: {', '.join(known)}")
-    wanted = [q for q in args.peers.split(",") if q]
-    peers = [q for q in wanted if available(q)]
-    for q in wanted:
-        if q not in peers:
-            print(f"note: {q} is not installed: its column is left out (pip install -e '.[bench]')")
+    peers = installed_peers(args.peers)
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
           f"NumPy {np.__version__}; threads: {args.threads or 'default'}")
     print(header(peers))

@@ -126,3 +126,16 @@ def available(name):
     except ImportError:
         return False
     return True
+
+
+def installed_peers(text):
+    """The peers named in ``text`` (comma-separated) that import here; a note for each one left out."""
+    wanted = [q for q in text.split(",") if q]
+    unknown = [q for q in wanted if q not in PEERS]
+    if unknown:
+        raise SystemExit(f"error: unknown peer(s) {', '.join(unknown)}; known: {', '.join(PEERS)}")
+    peers = [q for q in wanted if available(q)]
+    for q in wanted:
+        if q not in peers:
+            print(f"note: {q} is not installed: its column is left out (pip install -e '.[bench]')")
+    return peers

@@ -69,3 +69,11 @@ def test_cell_floor_does_the_products_of_the_right_shapes():
     args, G = cells.problem("lstm", 6, 2, 3, 4, np.float32)
     dx, dh0, dW_ih, dW_hh, db = cells.gemm_floor("lstm", args, G)(args, G)
     assert dx.shape == (6 * 2, 3) and dh0.shape == (2, 4) and dW_ih.shape == (16, 3) and dW_hh.shape == (16, 4)
+
+
+def test_an_unknown_peer_is_named_not_a_traceback():
+    import pytest
+    from bench.peers import installed_peers
+
+    with pytest.raises(SystemExit, match="unknown peer.*nosuch.*known: pytorch, jax"):
+        installed_peers("pytorch,nosuch")
