@@ -65,9 +65,10 @@ def _levels(assignments):
     return groups
 
 
-def block_lines(assignments, comments=None, temps=None):
-    """Lines computing each ``symbol = expr`` in order, with CSE inside each dependency level."""
-    printer = KernelPrinter()
+def block_lines(assignments, comments=None, temps=None, printer=None):
+    """Lines computing each ``symbol = expr`` in order, with CSE inside each dependency level; ``printer`` is the
+    elementwise printer of the target (NumPy's ``KernelPrinter`` when None)."""
+    printer = printer or KernelPrinter()
     temps = temps if temps is not None else sp.numbered_symbols("_tmp")
     comments = comments or {}
     lines = []
@@ -106,6 +107,27 @@ class NumpyCellPrinter:
 
     def grads_fields(self):
         return [f"d{a}" for a in self.args]
+
+    # the target's array constructors (codegen.cell_torch_printer prints the same lines for PyTorch) ------------
+    @staticmethod
+    def elementwise():
+        return KernelPrinter()
+
+    @staticmethod
+    def empty(shape, like):
+        return f"np.empty({shape}, dtype={like}.dtype)"
+
+    @staticmethod
+    def zeros(shape, like):
+        return f"np.zeros({shape}, dtype={like}.dtype)"
+
+    @staticmethod
+    def zeros_like(name):
+        return f"np.zeros_like({name})"
+
+    @staticmethod
+    def concatenate(items):
+        return f"np.concatenate(({items}))"
 
     # shared pieces -----------------------------------------------------------------------------------------------
     def sizes_from_cache(self):
@@ -199,7 +221,6 @@ class NumpyCellPrinter:
 
     def forward(self):
         k = self.k
-        dtype = f"{k.input}.dtype"
         lines = [f"_T, _N, {k.input_size} = {k.input}.shape"]
         done = {k.input_size}
         for s, n in k.states:
@@ -207,9 +228,9 @@ class NumpyCellPrinter:
                 lines.append(f"{n} = {s}0.shape[1]")
                 done.add(n)
         for s, n in k.states:
-            lines.append(f"_{s}_seq = np.empty((_T, _N, {n}), dtype={dtype})  # {s}_1..{s}_T")
+            lines.append(f"_{s}_seq = {self.empty(f'(_T, _N, {n})', k.input)}  # {s}_1..{s}_T")
         for s in k.saved:
-            lines.append(f"_{s.name}_seq = np.empty((_T, _N, {s.size}), dtype={dtype})  # kept for backward")
+            lines.append(f"_{s.name}_seq = {self.empty(f'(_T, _N, {s.size})', k.input)}  # kept for backward")
         for p in k.products:
             if p.hoisted:
                 lines.append(f"_{p.array} = ({self.matmul(p.matmul)}).reshape(_T, _N, {stacked(p.count, p.rows)})"
@@ -232,7 +253,8 @@ class NumpyCellPrinter:
                     body.append(f"{sym.name} = _{p.array}[:, {span(i, p.rows)}]")
                 elif sym.name != p.array:
                     body.append(f"{sym.name} = _{p.array}")
-        body += block_lines(k.forward, {e.symbol: e.text for e in k.derivation.cell.equations})  # source as comment
+        body += block_lines(k.forward, {e.symbol: e.text for e in k.derivation.cell.equations},  # source as comment
+                            printer=self.elementwise())
         for s in k.saved:
             body.append(f"_{s.name}_seq[_t] = {s.name}")
         for s in self.states:
@@ -249,7 +271,6 @@ class NumpyCellPrinter:
 
     def backward(self):
         k = self.k
-        dtype = f"{k.input}.dtype"
         lines = self.unpack_cache()
         for s in self.states:
             lines.append(f"_carry_{s} = _final[{s!r}]  # dL/d{s}_T from beyond the sequence (dfinal, or zero)")
@@ -259,19 +280,19 @@ class NumpyCellPrinter:
                 continue
             also = "".join(f" = dL/d({o.product.param} {o.product.operand})" for o in k.stores
                            if o.shared and o.array == st.array)
-            lines.append(f"_{st.array} = np.empty((_T, _N, {stacked(p.count, p.rows)}), dtype={dtype})  "
+            lines.append(f"_{st.array} = {self.empty(f'(_T, _N, {stacked(p.count, p.rows)})', k.input)}  "
                          f"# dL/d({p.param} {p.operand}){also} for every t")
         whole = self._whole_bias_sums()
         for p in k.params:
             if not p.is_matrix and p.name not in whole:
-                lines.append(f"_grad_{p.name} = np.zeros({stacked(len(p.blocks), p.shape[0])}, dtype={dtype})")
+                lines.append(f"_grad_{p.name} = {self.zeros(stacked(len(p.blocks), p.shape[0]), k.input)}")
         lines += self.bias_blocks(k.backward_reads)
         lines.append("for _t in range(_T - 1, -1, -1):")
         body = self.loads(k.backward_reads)
         for s, g in k.externals:
             direct = "_d_out[_t] + " if s == k.output else ""
             body.append(f"{g.name} = {direct}_carry_{s}  # dL/d{s}_t from outside the step")
-        body += block_lines(k.backward)
+        body += block_lines(k.backward, printer=self.elementwise())
         for st in (st for st in k.stores if not st.shared):
             for sym, i in st.blocks:
                 body.append(f"_{st.array}[_t{self.columns(st.product.count, i, st.product.rows)}] = {sym.name}")
@@ -282,7 +303,7 @@ class NumpyCellPrinter:
         for c in k.carries:
             terms = ([c.direct.name] if c.direct is not None else []) + \
                     [self.matmul(m) for m in c.products]
-            value = " + ".join(terms) if terms else f"np.zeros_like(_carry_{c.state})"
+            value = " + ".join(terms) if terms else self.zeros_like(f"_carry_{c.state}")
             body.append(f"_carry_{c.state} = {value}  # dL/d{c.state}_(t-1)")
         lines += ["    " + b for b in body]
         prevs = []
@@ -290,7 +311,7 @@ class NumpyCellPrinter:
             state = m.right[:-len("_prev")] if m.right.endswith("_prev") and m.right[:-5] in self.states else None
             if state and state not in prevs:
                 prevs.append(state)
-                lines.append(f"_{state}_prev = np.concatenate(({state}0[None], _{state}_seq[:-1]))"
+                lines.append(f"_{state}_prev = {self.concatenate(f'{state}0[None], _{state}_seq[:-1]')}"
                              f"  # {state}_0..{state}_(T-1)")
             note = f"{state}_(t-1)^T" if state else f"{m.right}_t^T"
             lines.append(f"_grad_{param} = {self.matmul(m)}  # sum_t dL/dP_t {note}")
@@ -305,7 +326,7 @@ class NumpyCellPrinter:
             terms = " + ".join(self.matmul(m) for m in k.input_grad)
             lines.append(f"_grad_{k.input} = ({terms}).reshape(_T, _N, {k.input_size})")
         else:
-            lines.append(f"_grad_{k.input} = np.zeros_like({k.input})")
+            lines.append(f"_grad_{k.input} = {self.zeros_like(k.input)}")
         grads = [f"_grad_{k.input}"] + [f"_carry_{s}" for s in self.states] + [f"_grad_{p.name}" for p in k.params]
         lines.append(f"return Grads({', '.join(grads)})")
         return lines

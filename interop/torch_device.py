@@ -5,15 +5,25 @@
 The recurrence and BPTT are the derivation's (E_t = x_t V^T + h_(t-1) W^T + b, h_t = f(E_t); delta_t = (g_t +
 delta_(t+1) W) * f'(.), dV = sum delta_t^T x_t, ...), in PyTorch; f and f' are printed from the activation's
 derivation by ``codegen.torch_printer`` when first needed in a process (about a second: SymPy derives it).
+The cells (LSTM, GRU, MGU, a user's cell) take the same path:
+
+    out, *finals = DeviceCellFunction.apply(device_cell_kernels("lstm"), x, h0, c0, w_ih, w_hh, b_ih, b_hh)
+
+with forward and BPTT printed by ``codegen.cell_torch_printer`` from the same lowering (``codegen.lower``) as
+generated/cell_<name>.py, from the cell's definition (derive/cells/<name>.cell or the user's cell folder) when first
+needed in a process (well under a second beyond importing SymPy).
 ``interop.torch_rnn`` uses this path for tensors off the CPU, and the NumPy kernels on the CPU.
 """
 import functools
 import hashlib
 import sys
 import types
+from pathlib import Path
 
+import numpy as np
 import torch
 
+from interop.torch_rnn import _check_kernel_dtype
 from interop.torch_rnn import _refuse_double_backward as refuse_double_backward
 
 MODULE_PREFIX = "rnn_bptt_torch_"
@@ -84,3 +94,78 @@ class DeviceRNNFunction(torch.autograd.Function):
         dW = flat.t() @ h_prev  # sum_t delta_t h_(t-1)^T
         db = flat.sum(0)
         return dx, carry, dV, dW, db, None
+
+
+@functools.cache
+def device_cell_kernels(name):
+    """The printed PyTorch kernels of the cell ``name`` (one of ``generated.CELLS``): a module with ``forward``,
+    ``backward``, ``Cache``, ``Grads`` and the constants of generated/cell_<name>.py. The cell is read from its
+    definition and derived again (SymPy); a definition whose equations differ from the generated module's
+    (generated/ not rebuilt after an edit) is refused, so both targets always compute the same cell."""
+    import generated
+    from codegen.cell_torch_printer import torch_cell_source
+    from derive.cell import CELL_DIRS, derive_cell
+    from derive.cellparse import parse_cell_file
+
+    numpy_kernels = generated.load(name)  # refuses an unknown name, naming the known cells
+    path = next((p for p in (Path(d) / f"{name}.cell" for d in CELL_DIRS) if p.is_file()), None)
+    if path is None:
+        raise ValueError(f"the cell {name!r} has no definition {name}.cell in {', '.join(map(str, CELL_DIRS))}: "
+                         f"its device kernels are printed from it")
+    cell = parse_cell_file(path)
+    if tuple(e.text for e in cell.equations) != tuple(numpy_kernels.EQUATIONS):
+        raise RuntimeError(f"{path} no longer has the equations of generated/cell_{name}.py: run "
+                           f"`python -m codegen` (make derive) to rebuild generated/ first")
+    source = torch_cell_source(derive_cell(cell))
+    module_name = f"{MODULE_PREFIX}cell_{name}"
+    module = types.ModuleType(module_name)
+    module.__file__ = f"<torch kernels of the cell {name!r}>"
+    module.SOURCE = source
+    exec(compile(source, module.__file__, "exec"), module.__dict__)  # the printer's output, from a parsed cell
+    sys.modules[module_name] = module
+    return module
+
+
+def _check_cell_arguments(kernels, tensors):
+    """The NumPy kernels' checks and messages (generated._cell_support.check_arguments) on the tensors' shapes
+    and dtypes, through zero-size stand-ins: nothing is copied off the device."""
+    from generated._cell_support import check_arguments
+
+    if len(tensors) != len(kernels.ARGUMENTS):
+        raise TypeError(f"the {kernels.NAME} cell takes {len(kernels.ARGUMENTS)} tensors "
+                        f"({', '.join(kernels.ARGUMENTS)}), got {len(tensors)}")
+    _check_kernel_dtype(tensors, kernels.ARGUMENTS)
+    numpy_dtype = {torch.float32: np.float32, torch.float64: np.float64}
+    stand_ins = [np.broadcast_to(np.zeros((), numpy_dtype[t.dtype]), tuple(t.shape)) for t in tensors]
+    check_arguments(kernels.ARGUMENTS, stand_ins, kernels.SHAPES)
+
+
+class DeviceCellFunction(torch.autograd.Function):
+    """A cell over x in PyTorch operations on the tensors' device, with its derived BPTT as the backward.
+
+    ``DeviceCellFunction.apply(device_cell_kernels(name), x, *states0, *parameters)``, the tensors in the order of
+    ``ARGUMENTS``, returns what ``interop.torch_rnn.CellFunction`` returns: the output sequence (T, N, H) and the
+    last value of every other state (the LSTM's c_T). Everything backward reads goes through
+    ``ctx.save_for_backward`` (an in-place change raises autograd's error), and double backward is refused with
+    RNNFunction's message.
+    """
+
+    @staticmethod
+    def forward(ctx, kernels, *tensors):
+        _check_cell_arguments(kernels, tensors)
+        out, cache = kernels.forward(*tensors)
+        others = [s for s in kernels.STATES if s != kernels.OUTPUT]
+        # copies: a caller changing c_T in place must not change the sequence backward reads
+        finals = [getattr(cache, s)[-1].clone() for s in others]
+        ctx.kernels, ctx.others = kernels, others
+        ctx.save_for_backward(*cache)
+        return (out, *finals)
+
+    @staticmethod
+    @refuse_double_backward
+    def backward(ctx, d_out, *d_finals):
+        cache = ctx.kernels.Cache(*ctx.saved_tensors)  # raises if any of them was changed in place since forward
+        final = {s: torch.zeros_like(getattr(cache, s)[-1]) for s in ctx.kernels.STATES}
+        final.update(zip(ctx.others, d_finals))
+        grads = ctx.kernels.backward(d_out, cache, final)
+        return (None, *grads)

@@ -11,7 +11,9 @@ parameters (``weight_ih_l1_reverse``, ...), input and output forms (PackedSequen
 runs the generated NumPy kernels (``RNNFunction``) on the tensors' memory for CPU tensors, and the same recurrence
 in PyTorch operations on the tensors' device otherwise (``interop.torch_device``, f and f' printed from the same
 derivation), in float32 or float64. ``LSTM`` and ``GRU`` do the same for torch.nn.LSTM and nn.GRU over the cells
-derived from their equations (NumPy only: tensors off the CPU are copied to the host, with a DeviceCopyWarning).
+derived from their equations: ``CellFunction`` (the generated NumPy kernels) for CPU tensors, and on any other device
+``interop.torch_device.DeviceCellFunction``, whose forward and BPTT are printed from the same lowering. Nothing is
+copied to the host on either path.
 """
 import warnings
 
@@ -26,8 +28,10 @@ KERNEL_DTYPES = (torch.float32, torch.float64)
 
 
 class DeviceCopyWarning(UserWarning):
-    """The tensors are not on the CPU: the NumPy kernels get host copies, and the results are copied back (the
-    LSTM and GRU cells; the RNN runs on the device instead)."""
+    """The tensors are not on the CPU: the NumPy kernels get host copies, and the results are copied back.
+
+    Emitted only when ``RNNFunction`` or ``CellFunction`` (the NumPy kernels) is applied directly to such tensors;
+    the modules (RNN, LSTM, GRU) and ``rnn`` run on the tensors' device instead and never copy or warn."""
 
 
 def _host(t):
@@ -108,16 +112,21 @@ class RNNFunction(torch.autograd.Function):
 
 
 # "auto": the NumPy kernels for CPU tensors, PyTorch operations on the device otherwise; "device": PyTorch
-# operations everywhere (how the tests check the device path on a machine without a GPU)
+# operations everywhere, for the RNN and the cells alike (how the tests check the device path without a GPU)
 BACKEND = "auto"
+
+
+def _on_host(tensors):
+    """True when the NumPy kernels take ``tensors`` (all on the CPU, BACKEND "auto"); False for the device path."""
+    if BACKEND not in ("auto", "device"):
+        raise ValueError(f"interop.torch_rnn.BACKEND must be 'auto' or 'device', got {BACKEND!r}")
+    return BACKEND == "auto" and all(t.device.type == "cpu" for t in tensors)
 
 
 def _apply(activation, x, h0, V, W, b):
     """One RNNFunction (NumPy kernels) for CPU tensors, or one DeviceRNNFunction on the tensors' device."""
-    if BACKEND == "auto" and all(t.device.type == "cpu" for t in (x, h0, V, W, b)):
+    if _on_host((x, h0, V, W, b)):
         return RNNFunction.apply(x, h0, V, W, b, kernel_module(activation))
-    if BACKEND not in ("auto", "device"):
-        raise ValueError(f"interop.torch_rnn.BACKEND must be 'auto' or 'device', got {BACKEND!r}")
     from interop.torch_device import DeviceRNNFunction, device_kernels
 
     _check_kernel_dtype((x, h0, V, W, b))
@@ -171,6 +180,10 @@ class CellFunction(torch.autograd.Function):
     def forward(ctx, module, *tensors):
         _check_kernel_dtype(tensors, module.ARGUMENTS)
         device = tensors[0].device
+        if device.type != "cpu":
+            warnings.warn(f"the tensors are on {device}: the NumPy kernels run on host copies, and the results "
+                          f"are copied back (the modules use interop.torch_device.DeviceCellFunction there)",
+                          DeviceCopyWarning, stacklevel=2)
         out, cache = module.forward(*(_host(t) for t in tensors))
         out_tensor = torch.from_numpy(out).to(device)
         others = [s for s in module.STATES if s != module.OUTPUT]
@@ -190,6 +203,16 @@ class CellFunction(torch.autograd.Function):
         dfinal = {s: np.ascontiguousarray(_host(d)) for s, d in zip(ctx.others, d_finals)}
         grads = ctx.module.backward(np.ascontiguousarray(_host(d_out)), cache, dfinal or None)
         return (None, *(torch.from_numpy(np.ascontiguousarray(g)).to(device) for g in grads))
+
+
+def _apply_cell(module, *tensors):
+    """One CellFunction (the NumPy kernels of ``module``) for CPU tensors, or one DeviceCellFunction (the same
+    cell printed in PyTorch operations) on the tensors' device."""
+    if _on_host(tensors):
+        return CellFunction.apply(module, *tensors)
+    from interop.torch_device import DeviceCellFunction, device_cell_kernels
+
+    return DeviceCellFunction.apply(device_cell_kernels(module.NAME), *tensors)
 
 
 def _groups(lengths):
@@ -218,8 +241,7 @@ def _run_cell_direction(module, x, states, params, lengths, reverse):
         xg = x[:steps, start:stop]
         if reverse:
             xg = xg.flip(0)
-        out, *others = CellFunction.apply(module, xg.contiguous(), *(s[start:stop].contiguous() for s in states),
-                                          *params)
+        out, *others = _apply_cell(module, xg.contiguous(), *(s[start:stop].contiguous() for s in states), *params)
         finals.append([out[-1], *others])
         if reverse:
             out = out.flip(0)
