@@ -375,3 +375,15 @@ def test_cuda_float32_module_stays_float32_on_the_gpu(kind, monkeypatch):
     got, _ = m.float()(x.float())
     assert got.dtype == torch.float32 and got.device.type == "cuda"
     torch.testing.assert_close(got.double(), want, rtol=1e-4, atol=1e-5)
+
+
+@NEEDS_CUDA
+def test_cuda_tensors_given_to_the_numpy_function_by_hand_are_copied_with_a_warning():
+    """The one host copy left: CellFunction (the NumPy kernels) applied directly to CUDA tensors warns, and its
+    results come back to the GPU equal to the device path's."""
+    args = [a.detach().cuda().requires_grad_(True) for a in _arguments("lstm")]
+    with pytest.warns(torch_rnn.DeviceCopyWarning, match="host copies"):
+        copied = _results(lambda *a: CellFunction.apply(generated.load("lstm"), *a), args)
+    on_device = _results(lambda *a: DeviceCellFunction.apply(device_cell_kernels("lstm"), *a), args)
+    assert all(t.device.type == "cuda" for t in copied[0] + list(copied[1]))
+    _assert_all_close(on_device, copied, dict(rtol=1e-10, atol=1e-12), generated.load("lstm").ARGUMENTS)
