@@ -29,6 +29,22 @@ from interop.torch_rnn import _refuse_double_backward as refuse_double_backward
 MODULE_PREFIX = "rnn_bptt_torch_"
 
 
+def autocast_off(method):
+    """A Function's forward or backward with autocast off on its tensors' device: the kernels compute in their
+    arguments' dtype (float32 or float64), as the NumPy kernels do; under torch.autocast the products would
+    otherwise run in half precision (float16, bfloat16) and their results mix into float32 arrays."""
+
+    @functools.wraps(method)
+    def wrapper(ctx, *args):
+        device = next(a.device.type for a in args if isinstance(a, torch.Tensor))
+        if not torch.amp.is_autocast_available(device):
+            return method(ctx, *args)
+        with torch.autocast(device, enabled=False):
+            return method(ctx, *args)
+
+    return wrapper
+
+
 @functools.cache
 def device_kernels(activation):
     """The printed PyTorch functions of ``activation`` (a catalogue or user name, or an expression in x): a
@@ -59,6 +75,7 @@ class DeviceRNNFunction(torch.autograd.Function):
     """
 
     @staticmethod
+    @autocast_off
     def forward(ctx, x, h0, V, W, b, kernels):
         T, N, D = x.shape
         H = h0.shape[1]
@@ -77,6 +94,7 @@ class DeviceRNNFunction(torch.autograd.Function):
 
     @staticmethod
     @refuse_double_backward
+    @autocast_off
     def backward(ctx, dh):
         x, h0, V, W, b, h, E = ctx.saved_tensors
         T, N, D = x.shape
@@ -151,6 +169,7 @@ class DeviceCellFunction(torch.autograd.Function):
     """
 
     @staticmethod
+    @autocast_off
     def forward(ctx, kernels, *tensors):
         _check_cell_arguments(kernels, tensors)
         out, cache = kernels.forward(*tensors)
@@ -163,6 +182,7 @@ class DeviceCellFunction(torch.autograd.Function):
 
     @staticmethod
     @refuse_double_backward
+    @autocast_off
     def backward(ctx, d_out, *d_finals):
         cache = ctx.kernels.Cache(*ctx.saved_tensors)  # raises if any of them was changed in place since forward
         final = {s: torch.zeros_like(getattr(cache, s)[-1]) for s in ctx.kernels.STATES}

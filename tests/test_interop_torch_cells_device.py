@@ -387,3 +387,38 @@ def test_cuda_tensors_given_to_the_numpy_function_by_hand_are_copied_with_a_warn
     on_device = _results(lambda *a: DeviceCellFunction.apply(device_cell_kernels("lstm"), *a), args)
     assert all(t.device.type == "cuda" for t in copied[0] + list(copied[1]))
     _assert_all_close(on_device, copied, dict(rtol=1e-10, atol=1e-12), generated.load("lstm").ARGUMENTS)
+
+
+@pytest.mark.parametrize("kind", ["LSTM", "GRU", "RNN"])
+def test_autocast_computes_in_float32_on_the_device_path(kind, device_path):
+    """Under torch.autocast a float32 module takes half-precision input and computes in float32 on the device path
+    too: the same outputs and gradients as float32 input holding the same values (autocast must not reach the
+    products inside the Functions, where they would run in bfloat16)."""
+    torch.manual_seed(0)
+    m = getattr(torch_rnn, kind)(5, 4, 2, bidirectional=True)
+    x = torch.randn(6, 3, 5).bfloat16()
+    results = []
+    for autocast in (False, True):
+        m.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", enabled=autocast):
+            out = m(x if autocast else x.float())[0]
+            out.square().sum().backward()
+        results.append([out.detach()] + [p.grad for p in m.parameters()])
+    assert results[1][0].dtype == torch.float32
+    for a, b in zip(*results, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)  # the same float32 operations: equal in practice
+
+
+@NEEDS_CUDA
+@pytest.mark.parametrize("kind", ["LSTM", "GRU", "RNN"])
+def test_cuda_autocast_computes_in_float32(kind, monkeypatch):
+    """torch.autocast("cuda") (float16 products) does not reach the kernels: float32 results, as without it."""
+    torch.manual_seed(0)
+    m = getattr(torch_rnn, kind)(5, 4, 2, bidirectional=True, device="cuda")
+    x = torch.randn(6, 3, 5, device="cuda").half()
+    _forbid_host(monkeypatch)
+    want = m(x.float())[0]
+    with torch.autocast("cuda"):
+        got = m(x)[0]
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-7)
