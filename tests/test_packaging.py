@@ -245,6 +245,32 @@ def test_installed_cli_adds_and_removes_a_user_cell_outside_site_packages(instal
     assert not module.exists() and not (data / "user_cells" / "mgu2.cell").exists()
 
 
+def test_installed_pytorch_and_jax_front_ends_import_the_installed_names(installed, tmp_path):
+    """The front ends need PyTorch and JAX, which the fresh venv lacks: the wheel goes into a folder on this
+    interpreter's PYTHONPATH instead, and runs among the decoys as above."""
+    pytest.importorskip("torch")
+    pytest.importorskip("jax")
+    _, _, env, work, _, wheel = installed
+    target = tmp_path / "target"
+    done = _run([sys.executable, "-m", "pip", "install", "--no-deps", "--target", str(target), str(wheel)])
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    ran = _run([sys.executable, "-c", f"""
+import sys
+import torch
+from {TOP}.interop import jax_rnn, torch_device
+from {TOP}.interop.torch_rnn import LSTM, RNN
+x = torch.randn(3, 2, 4, dtype=torch.float64, requires_grad=True)
+for module in (RNN(4, 5, nonlinearity='tanh').double(), LSTM(4, 5).double()):
+    y, _ = module(x)
+    y.sum().backward()
+    assert torch.isfinite(x.grad).all()
+print(torch_device.device_kernels('tanh').USES_OUTPUT)
+print(sorted(n for n in sys.modules if n.partition('.')[0] in {PACKAGES!r}))
+"""], env={**env, "PYTHONPATH": str(target)}, cwd=work)
+    assert ran.returncode == 0, ran.stdout[-2000:] + ran.stderr[-3000:]
+    assert ran.stdout.split("\n")[:2] == ["True", "[]"]
+
+
 def test_uninstall_leaves_nothing(installed):
     python, purelib, env, work, _, _ = installed
     # leaves __pycache__ behind, if any
