@@ -95,7 +95,9 @@ def rewrite_python(text, filename):
     starts = _byte_offsets(data)
     edits = []  # (start, end, replacement bytes), in the byte offsets of data
     for node in ast.walk(ast.parse(data, filename=filename)):
-        start = starts[node.lineno - 1] + node.col_offset if isinstance(node, (ast.Import, ast.ImportFrom)) else 0
+        if not isinstance(node, (ast.Import, ast.ImportFrom)):
+            continue
+        start = starts[node.lineno - 1] + node.col_offset
         if isinstance(node, ast.ImportFrom) and node.level == 0 and _short_root(node.module):
             root = _short_root(node.module).encode()
             keyword = re.compile(rb"from[ \t]+(?:\\\r?\n[ \t]*)*" + re.escape(root) + rb"(?=[.\s\\])")
