@@ -11,7 +11,7 @@ CELL_BENCH_ARGS ?= --threads 1
 
 .PHONY: derive test explore help check docs bench demo analysis clean
 
-$(STAMP): setup.cfg pyproject.toml
+$(STAMP): setup.cfg setup.py pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[$(EXTRAS)]'

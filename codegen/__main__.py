@@ -30,6 +30,9 @@ from derive.cell import CELL_DIRS, derive_cell, read_cells
 from derive.cellparse import CellError, check_cell_name, parse_cell_file
 from derive.parse import ARITY, CONSTANTS, FUNCTIONS, parse_expression
 
+# how this CLI is started: `python -m codegen` in the checkout, `python -m rnn_bptt_derive.codegen` when installed
+PROG = f"python -m {__package__}"
+
 
 def _timeout(text):
     """--timeout's value: seconds > 0, or 0 / none for no limit (None)."""
@@ -131,14 +134,14 @@ def _expression_help():
     text = (f"EXPRESSION is in x, with numbers, the constants {constants}, the operators + - * / ** and unary "
             f"minus, and calls of these functions: {calls}. Anything else (other names, attributes, strings, "
             f"keyword arguments) is refused, quoting the text and its column.")
-    return textwrap.fill(text, 100) + "\n\nexample: python -m codegen add swish2 'x*sigmoid(2*x)'"
+    return textwrap.fill(text, 100) + f"\n\nexample: {PROG} add swish2 'x*sigmoid(2*x)'"
 
 
 EXPRESSION_HELP = _expression_help()
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m codegen", description=__doc__.splitlines()[1])
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[1])
     parser.add_argument("--check", action="store_true", help="compare generated/ with what is emitted now")
     timeout_help = (f"limit on each derivation, in seconds (0: none; default ${TIMEOUT_ENV}, else 60)")
     parser.add_argument("--timeout", type=_timeout, metavar="S", default=FROM_ENV, help=timeout_help)

@@ -72,8 +72,9 @@ def derive_in_workers(activations, workers, timeout):
 
 
 # The worker's whole command: read sys.path from the task pipe, then serve. Its text marks it in a process list.
+# this module by its own name: codegen.workers in the checkout, rnn_bptt_derive.codegen.workers when installed
 _BOOT = ("import sys; from multiprocessing.connection import Connection; tasks = Connection(int(sys.argv[1])); "
-         "sys.path[:] = tasks.recv(); from codegen.workers import _worker; "
+         f"sys.path[:] = tasks.recv(); from {__name__} import _worker; "
          "_worker(tasks, Connection(int(sys.argv[2])), int(sys.argv[3]))")
 
 
@@ -153,8 +154,8 @@ class _Pool:
                     a = activations[slot.index]
                     raise DerivationError(
                         f"{a.name}: deriving {_short(a.expr)} ran past the time limit of {timeout:g} s in step "
-                        f"{slot.step!r}; allow more with timeout= (codegen.build.derive_all), --timeout "
-                        f"(python -m codegen) or ${TIMEOUT_ENV}")
+                        f"{slot.step!r}; allow more with timeout= ({__package__}.build.derive_all), --timeout "
+                        f"(python -m {__package__}) or ${TIMEOUT_ENV}")
             busy = [s for s in self.slots if s.index is not None]
         return results
 

@@ -12,7 +12,8 @@ import os
 from pathlib import Path
 
 PROJECT = "rnn-bptt-derive"
-SOURCE_ROOT = Path(__file__).resolve().parent.parent  # the repository in a checkout; site-packages when installed
+# the repository in a checkout; site-packages/rnn_bptt_derive when installed (setup.py puts the packages there)
+SOURCE_ROOT = Path(__file__).resolve().parent.parent
 
 
 def is_checkout(root=SOURCE_ROOT):

@@ -42,9 +42,9 @@ CELLS = (
 def load(name):
     """The generated module for the activation or cell ``name`` (one of ACTIVATIONS or CELLS)."""
     if name in ACTIVATIONS:
-        return importlib.import_module(f"generated.rnn_{name}")
+        return importlib.import_module(f"{__name__}.rnn_{name}")
     if name in CELLS:
-        return importlib.import_module(f"generated.cell_{name}")
+        return importlib.import_module(f"{__name__}.cell_{name}")
     raise ValueError(f"unknown activation {name!r}; known: {', '.join(ACTIVATIONS)}; cells: {', '.join(CELLS)}")
 
 

@@ -33,6 +33,8 @@ import generated
 
 CACHE_ENV = "RNN_BPTT_CACHE"
 ENGINE = ("derive", "codegen")  # the packages whose source decides what a cached file holds
+# the package holding interop and ENGINE: none in the checkout, rnn_bptt_derive when installed
+_PARENT = __package__.rpartition(".")[0]
 ENGINE_SUFFIXES = (".py", ".jinja")
 TRAILER = b"# rnn-bptt-derive expression cache, sha256 of the lines above: "
 MODULE_PREFIX = "rnn_bptt_cache_"  # + rnn_expr_<digest>: the name in sys.modules
@@ -71,7 +73,8 @@ def engine_fingerprint():
     import importlib.metadata
     import importlib.util
 
-    roots = [Path(importlib.util.find_spec(package).origin).parent for package in ENGINE]
+    roots = [Path(importlib.util.find_spec(f"{_PARENT}.{package}" if _PARENT else package).origin).parent
+             for package in ENGINE]
     try:  # the installed version, without importing SymPy (a cache hit imports neither SymPy nor the engine)
         version = importlib.metadata.version("sympy")
     except importlib.metadata.PackageNotFoundError:

@@ -168,7 +168,7 @@ def format_table(cells):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m verify.accuracy", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog=f"python -m {__spec__.name}", description=__doc__.splitlines()[0])
     parser.add_argument("--activations", help="comma-separated names (default: the built-in catalogue)")
     args = parser.parse_args(argv)
     import generated
