@@ -170,3 +170,30 @@ def scalar_support(expr):
     used = _functions(prepare_scalar(expr))
     printed = ScalarKernelPrinter().doprint(prepare_scalar(expr))
     return sorted(SCALAR_SUPPORT[f] for f in used if f in SCALAR_SUPPORT), "math." in printed
+
+
+def pair_body(f, df, arg, argname):
+    """Lines computing f and f' (both in the symbol ``arg``) from the array ``argname`` in one pass: the common
+    subexpressions of the two (after the numerics passes) become temporaries ``_tmp0``, ``_tmp1``, ... computed once.
+
+    Returns (assignments, f's result, f''s result): the results as SymPy expressions in the temporaries, for
+    ``into``.
+    """
+    symbol = sp.Symbol(argname, real=True)
+    prepared = [prepare(e).subs(arg, symbol) for e in (f, df)]
+    replacements, (f_reduced, df_reduced) = sp.cse(prepared, symbols=sp.numbered_symbols("_tmp"), order="canonical")
+    printer = KernelPrinter()
+    lines = [f"{printer.doprint(sym)} = {printer.doprint(value)}" for sym, value in replacements]
+    return lines, f_reduced, df_reduced
+
+
+def into(expr, out):
+    """A line writing ``expr`` into the array ``out``: its last sum or product as ``np.add``/``np.multiply`` with
+    ``out=`` (no temporary for the result, nor a copy), else ``out[...] = expr``. ``out`` may be one of the arrays
+    ``expr`` reads: a ufunc reads each element before it writes it."""
+    printer = KernelPrinter()
+    if isinstance(expr, (sp.Add, sp.Mul)) and len(expr.args) >= 2:
+        *head, last = expr.args
+        ufunc = "np.add" if isinstance(expr, sp.Add) else "np.multiply"
+        return f"{ufunc}({printer.doprint(expr.func(*head))}, {printer.doprint(last)}, out={out})"
+    return f"{out}[...] = {printer.doprint(expr)}"

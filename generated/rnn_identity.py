@@ -59,6 +59,18 @@ def activation_derivative(h):
     return np.full_like(h, 1)
 
 
+def activation_and_derivative(E, h=None, d=None):
+    """h = f(E) and d = f'(E), elementwise, as forward computes them (f' from h).
+
+    Into ``h`` and ``d`` when given: ``d`` may be E itself (it is written last), ``h`` may not. Returns (h, d).
+    """
+    h = np.empty_like(E) if h is None else h
+    d = np.empty_like(E) if d is None else d
+    activation(E, out=h)
+    d[...] = activation_derivative(h)
+    return h, d
+
+
 def forward(x, h0, V, W, b):
     """Run the RNN over x: returns h (T, N, H), holding h_1..h_T, and the cache for ``backward``.
 
@@ -91,7 +103,7 @@ def backward(dh, cache):
     Returns Grads(dx (T, N, D), dh0 (N, H), dV (H, D), dW (H, H), db (H,)).
     """
     dh = check_backward(dh, cache)
-    x, h0, V, W, b, h, E = cache
+    x, h0, V, W, b, h, dh_dE = cache
     T, N, D = x.shape
     H = h0.shape[1]
     # f'(E_t) for all t at once; delta is then filled in place, step by step

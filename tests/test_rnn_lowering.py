@@ -69,16 +69,23 @@ def test_tanh_kernels_print_min_char_rnn_style_lines():
     assert "                acc += W[i, j] * h_prev[n, j]  # E_t = V x_t + W h_{t-1} + b_h" in s["forward_loop"]
 
 
-@pytest.mark.parametrize("name, kw, keep", [("tanh", {}, "h"), ("relu", {}, "h"), ("sin", {}, "E"), ("gelu", {}, "E"),
-                                            ("tanh", {"keep_input": True}, "E")])
+@pytest.mark.parametrize("name, kw, keep", [("tanh", {}, "h"), ("relu", {}, "h"), ("sin", {}, "dh_dE"),
+                                            ("gelu", {}, "dh_dE"), ("tanh", {"keep_input": True}, "dh_dE")])
 def test_the_output_form_decides_what_forward_keeps(name, kw, keep):
     """f' in the output (tanh, and relu: h > 0): only h is kept and E is h; no output form (sin, gelu) or
-    keep_input: E is kept."""
+    keep_input: the forward step computes f'(E_t) with h_t (one fused call) and keeps it over E_t."""
     entry = _entry(name)
     k = lower_rnn(derive(dataclasses.replace(entry, **kw) if kw else entry))
     assert k.keep == keep
     s = RnnPrinter(k).sections()
-    assert s["derivatives"] == [f"return activation_derivative(cache.{keep})"]
+    fused_step = "    activation_and_derivative(E_t, h_t, E_t)"
+    if keep == "h":
+        assert s["derivatives"] == ["return activation_derivative(cache.h)"]
+        assert not any(line.startswith(fused_step) for line in s["forward"])
+    else:
+        assert s["derivatives"][0].startswith("return cache.dh_dE.copy()")
+        assert any(line.startswith(fused_step) for line in s["forward"])
+        assert not any("activation_derivative" in line for line in s["backward"])  # nothing transcendental
     assert s["forward"][-1] == f"return h, Cache(x, h0, V, W, b, h, {'None' if keep == 'h' else 'E'})"
 
 
@@ -104,7 +111,7 @@ def test_a_user_activation_is_lowered_like_the_catalogue(tmp_path):
     from derive import parse_expression
 
     d = derive(Activation("cubic_soft", parse_expression("x - x**3/3"), {}))
-    assert lower_rnn(d).keep == "E"  # f' = 1 - x^2 has no single form in f(x): E_t is kept
+    assert lower_rnn(d).keep == "dh_dE"  # f' = 1 - x^2 has no single form in f(x): f'(E_t) is kept
     path = tmp_path / "rnn_cubic_soft.py"
     path.write_text(ENV.get_template("rnn_module.py.jinja").render(**module_context(d)))
     spec = importlib.util.spec_from_file_location("rnn_cubic_soft_under_test", path)
