@@ -71,8 +71,9 @@ def activation_and_derivative(E, h=None, d=None):
     h = np.empty_like(E) if h is None else h
     d = np.empty_like(E) if d is None else d
     _tmp0 = np.maximum(-64, np.minimum(64, E))
-    np.multiply(E, ndtr(E), out=h)
-    np.add(0.3989422804014327*_tmp0*np.exp(-0.5*_tmp0**2), ndtr(_tmp0), out=d)
+    _tmp1 = ndtr(_tmp0)
+    np.multiply(_tmp1, E, out=h)
+    np.add(_tmp1, 0.3989422804014327*_tmp0*np.exp(-0.5*_tmp0**2), out=d)
     return h, d
 
 

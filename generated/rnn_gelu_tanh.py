@@ -52,8 +52,8 @@ KINKS = ()  # where f' jumps: finite differences must stay clear
 def activation(E, out=None):
     """h = f(E), elementwise (f as in EXPRESSION); into ``out`` when given (it may be E itself)."""
     if out is None:
-        return np.asarray(E*sigmoid(0.07135481627260025*E**3 + 1.5957691216057308*E), dtype=E.dtype)
-    out[...] = E*sigmoid(0.07135481627260025*E**3 + 1.5957691216057308*E)
+        return np.asarray(E*sigmoid(0.07135481627260025*(E*E*E) + 1.5957691216057308*E), dtype=E.dtype)
+    out[...] = E*sigmoid(0.07135481627260025*(E*E*E) + 1.5957691216057308*E)
     return out
 
 
@@ -61,7 +61,7 @@ def activation_derivative(E):
     """f'(E_t), as in DERIVATIVE, elementwise."""
     _tmp0 = np.maximum(-32, np.minimum(32, E))
     _tmp1 = 1.5957691216057308*_tmp0
-    _tmp2 = 0.07135481627260025*_tmp0**3 + _tmp1
+    _tmp2 = 0.07135481627260025*(_tmp0*_tmp0*_tmp0) + _tmp1
     _tmp3 = sigmoid(_tmp2)
     return np.asarray(_tmp1*_tmp3*(0.134145*_tmp0**2 + 1)*sigmoid(-_tmp2) + _tmp3, dtype=E.dtype)
 
@@ -75,10 +75,12 @@ def activation_and_derivative(E, h=None, d=None):
     d = np.empty_like(E) if d is None else d
     _tmp0 = np.maximum(-32, np.minimum(32, E))
     _tmp1 = 1.5957691216057308*_tmp0
-    _tmp2 = 0.07135481627260025*_tmp0**3 + _tmp1
-    _tmp3 = sigmoid(_tmp2)
-    np.multiply(E, sigmoid(0.07135481627260025*E**3 + 1.5957691216057308*E), out=h)
-    np.add(_tmp3, _tmp1*_tmp3*(0.134145*_tmp0**2 + 1)*sigmoid(-_tmp2), out=d)
+    _tmp2 = 0.07135481627260025*(_tmp0*_tmp0*_tmp0) + _tmp1
+    _tmp3 = np.exp(-np.abs(_tmp2))
+    _tmp4 = _tmp3 + 1
+    _tmp5 = np.maximum(_tmp3, (_tmp2 >= 0))/_tmp4
+    np.multiply(_tmp5, E, out=h)
+    np.add(_tmp5, _tmp1*_tmp3*(0.134145*_tmp0**2 + 1)/_tmp4**2, out=d)
     return h, d
 
 
@@ -143,7 +145,7 @@ if numba is not None:
     @numba.njit(cache=True)
     def _activation_scalar(E):
         """h = f(E) for one float."""
-        return E*sigmoid_scalar(0.07135481627260025*E**3 + 1.5957691216057308*E)
+        return E*sigmoid_scalar(0.07135481627260025*(E*E*E) + 1.5957691216057308*E)
 
     @numba.njit(cache=True, fastmath={"reassoc", "contract"})  # sums may be reordered: SIMD dot products
     def _forward_loop(E, h, h0, W):

@@ -52,14 +52,14 @@ KINKS = ()  # where f' jumps: finite differences must stay clear
 def activation(E, out=None):
     """h = f(E), elementwise (f as in EXPRESSION); into ``out`` when given (it may be E itself)."""
     if out is None:
-        return np.asarray(E*np.tanh(np.logaddexp(0, E)), dtype=E.dtype)
-    out[...] = E*np.tanh(np.logaddexp(0, E))
+        return np.asarray(E*np.tanh((np.maximum(E, 0) + np.log1p(np.exp(-np.abs(E))))), dtype=E.dtype)
+    out[...] = E*np.tanh((np.maximum(E, 0) + np.log1p(np.exp(-np.abs(E)))))
     return out
 
 
 def activation_derivative(E):
     """f'(E_t), as in DERIVATIVE, elementwise."""
-    _tmp0 = np.logaddexp(0, E)
+    _tmp0 = (np.maximum(E, 0) + np.log1p(np.exp(-np.abs(E))))
     _tmp1 = 2*_tmp0
     return np.asarray(4*E*sigmoid(E)*sigmoid(-_tmp1)*sigmoid(_tmp1) + np.tanh(_tmp0), dtype=E.dtype)
 
@@ -71,11 +71,11 @@ def activation_and_derivative(E, h=None, d=None):
     """
     h = np.empty_like(E) if h is None else h
     d = np.empty_like(E) if d is None else d
-    _tmp0 = np.logaddexp(0, E)
+    _tmp0 = (np.maximum(E, 0) + np.log1p(np.exp(-np.abs(E))))
     _tmp1 = np.tanh(_tmp0)
-    _tmp2 = 2*_tmp0
+    _tmp2 = np.exp(-2*_tmp0)
     np.multiply(_tmp1, E, out=h)
-    np.add(_tmp1, 4*E*sigmoid(E)*sigmoid(-_tmp2)*sigmoid(_tmp2), out=d)
+    np.add(_tmp1, 4*E*_tmp2*sigmoid(E)/(_tmp2 + 1)**2, out=d)
     return h, d
 
 

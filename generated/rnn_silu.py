@@ -69,9 +69,12 @@ def activation_and_derivative(E, h=None, d=None):
     """
     h = np.empty_like(E) if h is None else h
     d = np.empty_like(E) if d is None else d
-    _tmp0 = sigmoid(E)
-    np.multiply(_tmp0, E, out=h)
-    np.multiply(_tmp0, E*sigmoid(-E) + 1, out=d)
+    _tmp0 = np.exp(-np.abs(E))
+    _tmp1 = np.maximum(_tmp0, (E >= 0))
+    _tmp2 = 1 / (_tmp0 + 1)
+    _tmp3 = E*_tmp2
+    np.multiply(_tmp1, _tmp3, out=h)
+    np.multiply(_tmp1*_tmp2, _tmp3*np.maximum(_tmp0, (-E >= 0)) + 1, out=d)
     return h, d
 
 

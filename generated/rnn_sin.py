@@ -63,8 +63,8 @@ def activation_and_derivative(E, h=None, d=None):
     """
     h = np.empty_like(E) if h is None else h
     d = np.empty_like(E) if d is None else d
-    h[...] = np.sin(E)
-    d[...] = np.cos(E)
+    np.sin(E, out=h)
+    np.cos(E, out=d)
     return h, d
 
 

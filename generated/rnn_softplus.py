@@ -52,8 +52,8 @@ KINKS = ()  # where f' jumps: finite differences must stay clear
 def activation(E, out=None):
     """h = f(E), elementwise (f as in EXPRESSION); into ``out`` when given (it may be E itself)."""
     if out is None:
-        return np.asarray(np.logaddexp(0, E), dtype=E.dtype)
-    out[...] = np.logaddexp(0, E)
+        return np.asarray((np.maximum(E, 0) + np.log1p(np.exp(-np.abs(E)))), dtype=E.dtype)
+    out[...] = (np.maximum(E, 0) + np.log1p(np.exp(-np.abs(E))))
     return out
 
 
