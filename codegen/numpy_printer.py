@@ -23,6 +23,11 @@ SCALAR_SUPPORT = {sigmoid: "sigmoid_scalar", softplus: "softplus_scalar", ndtr: 
 MATH = {sp.erf: "math.erf", sp.erfc: "math.erfc"}
 
 
+def softplus_terms(v):
+    """The two terms of log(1 + exp(v)) = max(v, 0) + log1p(exp(-|v|)) for the array named ``v``."""
+    return f"np.maximum({v}, 0)", f"np.log1p(np.exp(-np.abs({v})))"
+
+
 class KernelPrinter(NumPyPrinter):
     """Prints the elementwise expressions of a derivation as NumPy code."""
 
@@ -40,8 +45,7 @@ class KernelPrinter(NumPyPrinter):
         # for an array name only (it is read three times), else logaddexp
         (u,) = expr.args
         if u.is_Symbol:
-            v = self._print(u)
-            return f"(np.maximum({v}, 0) + np.log1p(np.exp(-np.abs({v}))))"
+            return f"({' + '.join(softplus_terms(self._print(u)))})"
         return f"np.logaddexp(0, {self._print(u)})"
 
     def _print_erf(self, expr):
@@ -125,6 +129,14 @@ def elementwise_body(expr, arg, argname):
     text is the same on every run. Returns (assignments, result expression) as strings.
     """
     return _body(KernelPrinter(), prepare(expr).subs(arg, sp.Symbol(argname, real=True)))
+
+
+def elementwise_into(expr, arg, argname, out):
+    """Like ``elementwise_body``, with the result written into the array ``out`` (``into``): (assignments, line)."""
+    replacements, (reduced,) = sp.cse([prepare(expr).subs(arg, sp.Symbol(argname, real=True))],
+                                      symbols=sp.numbered_symbols("_tmp"), order="canonical")
+    printer = KernelPrinter()
+    return [f"{printer.doprint(sym)} = {printer.doprint(value)}" for sym, value in replacements], into(reduced, out)
 
 
 def _body(printer, prepared):
@@ -219,6 +231,10 @@ def into(expr, out):
         call = ufunc_call(expr, expr.args[0], printer.doprint(expr.args[0]), out)
         if call:  # np.sin(E, out=d)
             return call
+        if isinstance(expr, sigmoid):  # the support module's sigmoid takes out= too
+            return f"sigmoid({printer.doprint(expr.args[0])}, out={out})"
+        if isinstance(expr, softplus):
+            return f"np.add({', '.join(softplus_terms(printer.doprint(expr.args[0])))}, out={out})"
     if isinstance(expr, (sp.Add, sp.Mul)) and len(expr.args) >= 2:
         *head, last = expr.args
         ufunc = "np.add" if isinstance(expr, sp.Add) else "np.multiply"

@@ -53,7 +53,7 @@ def activation(E, out=None):
     """h = f(E), elementwise (f as in EXPRESSION); into ``out`` when given (it may be E itself)."""
     if out is None:
         return np.asarray(E*sigmoid(0.07135481627260025*(E*E*E) + 1.5957691216057308*E), dtype=E.dtype)
-    out[...] = E*sigmoid(0.07135481627260025*(E*E*E) + 1.5957691216057308*E)
+    np.multiply(E, sigmoid(0.07135481627260025*(E*E*E) + 1.5957691216057308*E), out=out)
     return out
 
 

@@ -53,7 +53,7 @@ def activation(E, out=None):
     """h = f(E), elementwise (f as in EXPRESSION); into ``out`` when given (it may be E itself)."""
     if out is None:
         return np.asarray(sigmoid(E), dtype=E.dtype)
-    out[...] = sigmoid(E)
+    sigmoid(E, out=out)
     return out
 
 

@@ -53,7 +53,7 @@ def activation(E, out=None):
     """h = f(E), elementwise (f as in EXPRESSION); into ``out`` when given (it may be E itself)."""
     if out is None:
         return np.asarray(E*sigmoid(E), dtype=E.dtype)
-    out[...] = E*sigmoid(E)
+    np.multiply(E, sigmoid(E), out=out)
     return out
 
 

@@ -53,7 +53,7 @@ def activation(E, out=None):
     """h = f(E), elementwise (f as in EXPRESSION); into ``out`` when given (it may be E itself)."""
     if out is None:
         return np.asarray((np.maximum(E, 0) + np.log1p(np.exp(-np.abs(E)))), dtype=E.dtype)
-    out[...] = (np.maximum(E, 0) + np.log1p(np.exp(-np.abs(E))))
+    np.add(np.maximum(E, 0), np.log1p(np.exp(-np.abs(E))), out=out)
     return out
 
 

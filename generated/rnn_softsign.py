@@ -50,7 +50,7 @@ def activation(E, out=None):
     """h = f(E), elementwise (f as in EXPRESSION); into ``out`` when given (it may be E itself)."""
     if out is None:
         return np.asarray(E/(np.abs(E) + 1), dtype=E.dtype)
-    out[...] = E/(np.abs(E) + 1)
+    np.multiply(E, 1 / (np.abs(E) + 1), out=out)
     return out
 
 

@@ -152,6 +152,8 @@ def test_printer_rule(expr, expected):
     (E * sigmoid(E), "np.multiply(E, sigmoid(E), out=h)"),
     (sp.exp(E) + E + 1, "np.add(E + 1, np.exp(E), out=h)"),
     (sp.sin(E), "np.sin(E, out=h)"),
+    (sigmoid(E), "sigmoid(E, out=h)"),
+    (softplus(E), "np.add(np.maximum(E, 0), np.log1p(np.exp(-np.abs(E))), out=h)"),
     (sp.Integer(2), "h[...] = 2"),
 ])
 def test_into_writes_the_last_operation_into_out(expr, expected):
