@@ -235,6 +235,13 @@ def into(expr, out):
             return f"sigmoid({printer.doprint(expr.args[0])}, out={out})"
         if isinstance(expr, softplus):
             return f"np.add({', '.join(softplus_terms(printer.doprint(expr.args[0])))}, out={out})"
+    if isinstance(expr, (sp.Max, sp.Min)) and len(expr.args) == 2:  # np.maximum(0, E, out=h): relu
+        ufunc = "np.maximum" if isinstance(expr, sp.Max) else "np.minimum"
+        return f"{ufunc}({', '.join(printer.doprint(a) for a in expr.args)}, out={out})"
+    if isinstance(expr, sp.Mul):
+        numerator, denominator = expr.as_numer_denom()
+        if denominator != 1:  # a quotient: one np.divide, not a reciprocal and a product
+            return f"np.divide({printer.doprint(numerator)}, {printer.doprint(denominator)}, out={out})"
     if isinstance(expr, (sp.Add, sp.Mul)) and len(expr.args) >= 2:
         *head, last = expr.args
         ufunc = "np.add" if isinstance(expr, sp.Add) else "np.multiply"

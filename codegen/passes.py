@@ -1,7 +1,7 @@
 """Passes on SymPy expressions that run before printing (the printers stay free of logic).
 
-    prepare(expr)        what the NumPy printer is given: stable_forms, saturate, nan_through, clamp_branches,
-                         float_constants
+    prepare(expr)        what the NumPy printer is given: stable_forms, saturate, nan_through, piecewise_max,
+                         clamp_branches, float_constants
     prepare_scalar(expr) what the scalar (Numba) printer is given (forward f only): stable_forms, nan_through,
                          float_constants (only the selected branch runs; Python's max would drop a NaN)
 
@@ -277,9 +277,25 @@ def saturate(expr):
     return expr.xreplace({var: sp.Max(sp.Min(var, bound), -bound)})
 
 
+def piecewise_max(expr):
+    """Piecewise((c, u <= c), (u, True)) -> Max(u, c) and Piecewise((c, u >= c), (u, True)) -> Min(u, c), c a number
+    (relu: one np.maximum instead of a compare, a select and a copy). The same value at every u, u = c included; NaN
+    still comes out as NaN (np.maximum and np.minimum propagate it, as the Piecewise's last branch does). For the
+    array printer only: Python's max(0, nan) is 0."""
+    def fold(*pairs):
+        if len(pairs) == 2 and pairs[1][1] is sp.true:
+            (value, cond), (rest, _) = pairs
+            if value.is_number and isinstance(cond, (sp.LessThan, sp.StrictLessThan, sp.GreaterThan,
+                                                     sp.StrictGreaterThan)) and cond.lhs == rest and cond.rhs == value:
+                return (sp.Max if isinstance(cond, (sp.LessThan, sp.StrictLessThan)) else sp.Min)(rest, value)
+        return sp.Piecewise(*pairs)
+
+    return expr.replace(sp.Piecewise, fold)
+
+
 def prepare(expr):
     """All passes, in order: what the kernel printer is given."""
-    return float_constants(clamp_branches(nan_through(saturate(stable_forms(expr)))))
+    return float_constants(clamp_branches(piecewise_max(nan_through(saturate(stable_forms(expr))))))
 
 
 def prepare_scalar(expr):

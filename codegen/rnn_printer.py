@@ -16,7 +16,7 @@ derivative go through codegen.numpy_printer (with codegen.passes' numerics passe
 """
 import sympy as sp
 
-from codegen.numpy_printer import into, pair_body, scalar_body, ufunc_call
+from codegen.numpy_printer import elementwise_into, into, pair_body, scalar_body
 from codegen.rnn_lower import E_t, dh_dE_t
 from codegen.text_printer import text
 from derive.cell import Assignment
@@ -90,9 +90,13 @@ class RnnPrinter:
         return joiner.join(self.element(t, name) for t in _terms(expr))
 
     def output_call(self):
-        """h_t = f(E_t) into h_t: one ufunc when f is one, else the module's ``activation`` with ``out=``."""
+        """h_t = f(E_t) into h_t: one line with ``out=`` when f needs no temporaries and its last operation can write
+        into h_t (np.tanh, np.maximum, sigmoid, np.add of softplus' terms), else the module's ``activation``."""
         a = self.k.output.value
-        return ufunc_call(a.expr, E_t, "E_t", a.symbol.name) or f"activation(E_t, out={a.symbol.name})"
+        lines, line = elementwise_into(a.expr, E_t, "E_t", a.symbol.name)
+        if not lines and not line.startswith(f"{a.symbol.name}[...]"):
+            return line
+        return f"activation(E_t, out={a.symbol.name})"
 
     def forward(self):
         k = self.k

@@ -49,8 +49,8 @@ KINKS = (0.0,)  # where f' jumps: finite differences must stay clear
 def activation(E, out=None):
     """h = f(E), elementwise (f as in EXPRESSION); into ``out`` when given (it may be E itself)."""
     if out is None:
-        return np.asarray(np.where((E <= 0), 0, E), dtype=E.dtype)
-    out[...] = np.where((E <= 0), 0, E)
+        return np.asarray(np.maximum(0, E), dtype=E.dtype)
+    np.maximum(0, E, out=out)
     return out
 
 
@@ -92,7 +92,7 @@ def forward(x, h0, V, W, b):
     for E_t, h_t in zip(E, h):  # views of step t (the same array when E is h)
         np.matmul(h_prev, W_T, out=W_h)  # W h_{t-1}, rows as batch
         E_t += W_h  # E_t = V x_t + W h_{t-1} + b_h
-        activation(E_t, out=h_t)  # h_t = f(E_t)
+        np.maximum(0, E_t, out=h_t)  # h_t = f(E_t)
         h_prev = h_t
     return h, Cache(x, h0, V, W, b, h, None)
 

@@ -95,7 +95,7 @@ def forward(x, h0, V, W, b):
     for E_t, h_t in zip(E, h):  # views of step t (the same array when E is h)
         np.matmul(h_prev, W_T, out=W_h)  # W h_{t-1}, rows as batch
         E_t += W_h  # E_t = V x_t + W h_{t-1} + b_h
-        activation(E_t, out=h_t)  # h_t = f(E_t)
+        sigmoid(E_t, out=h_t)  # h_t = f(E_t)
         h_prev = h_t
     return h, Cache(x, h0, V, W, b, h, None)
 

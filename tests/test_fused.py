@@ -155,6 +155,8 @@ def test_printer_rule(expr, expected):
     (sigmoid(E), "sigmoid(E, out=h)"),
     (softplus(E), "np.add(np.maximum(E, 0), np.log1p(np.exp(-np.abs(E))), out=h)"),
     (sp.Integer(2), "h[...] = 2"),
+    (E / (sp.Abs(E) + 1), "np.divide(E, np.abs(E) + 1, out=h)"),      # softsign: no reciprocal pass
+    (sp.Max(E, 0), "np.maximum(0, E, out=h)"),
 ])
 def test_into_writes_the_last_operation_into_out(expr, expected):
     assert into(expr, "h") == expected

@@ -91,7 +91,8 @@ def test_gelu_tanh_derivative_is_finite_far_out(dtype, far):
 def test_nan_reaches_the_argument_branch():
     relu = sp.Piecewise((x, x > 0), (0, True))
     assert nan_through(relu) == sp.Piecewise((0, x <= 0), (x, True))
-    assert elementwise_body(relu, x, "E") == ([], "np.where((E <= 0), 0, E)")
+    assert elementwise_body(relu, x, "E") == ([], "np.maximum(0, E)")  # piecewise_max: NaN-propagating too
+    assert elementwise_body(sp.Piecewise((x, x > 1), (2, True)), x, "E") == ([], "np.where((E <= 1), 2, E)")
     assert scalar_body(relu, x, "E") == ([], "(0 if (E <= 0) else E)")
     both_constant = sp.Piecewise((1, x > 0), (0, True))
     assert nan_through(both_constant) == both_constant

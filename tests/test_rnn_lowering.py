@@ -90,14 +90,16 @@ def test_the_output_form_decides_what_forward_keeps(name, kw, keep):
 
 
 def test_a_changed_description_changes_the_printed_kernel():
-    """The printer reads the description: W h_{t-1} as h_{t-1} @ W (untransposed) prints that product instead, and a
-    non-ufunc activation steps through the module's activation(E_t, out=h_t)."""
+    """The printer reads the description: W h_{t-1} as h_{t-1} @ W (untransposed) prints that product instead; an
+    activation whose result cannot be written with out= steps through the module's activation(E_t, out=h_t)."""
     k = lower_rnn(derive(_entry("tanh")))
     flipped = dataclasses.replace(k, step_product=dataclasses.replace(
         k.step_product, value=MatMul("h_prev", False, "W", False, "one")))
     assert "    np.matmul(h_prev, W, out=W_h)  # W h_{t-1}, rows as batch" in RnnPrinter(flipped).forward()
+    elu = RnnPrinter(lower_rnn(derive(_entry("elu")))).forward()
+    assert "    activation(E_t, out=h_t)  # h_t = f(E_t)" in elu  # np.where cannot write into h_t
     relu = RnnPrinter(lower_rnn(derive(_entry("relu")))).forward()
-    assert "    activation(E_t, out=h_t)  # h_t = f(E_t)" in relu
+    assert "    np.maximum(0, E_t, out=h_t)  # h_t = f(E_t)" in relu  # one call, no function call around it
 
 
 def test_a_user_activation_is_lowered_like_the_catalogue(tmp_path):
