@@ -109,12 +109,13 @@ class RnnPrinter:
                  "# V x_t + b_h for all T steps at once: one matrix product",
                  self.matmul(vx.value, out=self.ALL[vx.target]),
                  self.inplace(bias.value)]
-        cache = f"Cache(x, h0, V, W, b, h, {'E' if fused else 'None'})"
+        cache = f"Cache(x, h0, V, W, b, h, {'E if for_backward else None' if fused else 'None'})"
         lines += ["if use_numba(BACKEND, N * H * H, NUMBA_MAX_WORK):",
                   "    _forward_loop(E, h, h0, W)  # the same steps, compiled"]
         if fused:
-            lines += [f"    E[...] = activation_derivative(E)  # {self.LHS['dh_dE']}{self.eq['dh_dE']} for all t at once, "
-                      "over E_t"]
+            lines += ["    if for_backward:",
+                      f"        E[...] = activation_derivative(E)  # {self.LHS['dh_dE']}{self.eq['dh_dE']} for all t at "
+                      "once, over E_t"]
         lines += [f"    return h, {cache}",
                   f"{k.step_product.target} = np.empty((N, H), dtype=x.dtype)",
                   "W_T, h_prev = W.T, h0",
@@ -122,8 +123,11 @@ class RnnPrinter:
                   f"    {self.matmul(k.step_product.value, out=k.step_product.target)}  # W h_{{t-1}}, rows as batch",
                   f"    {self.inplace(k.pre_activation.value)}{self.note(k.pre_activation)}"]
         if fused:
-            lines += [f"    activation_and_derivative(E_t, h_t, {fused.target})"
-                      f"  # h_t = {self.eq['output']}; then {self.LHS['dh_dE']}{self.eq['dh_dE']}, over E_t"]
+            lines += ["    if for_backward:",
+                      f"        activation_and_derivative(E_t, h_t, {fused.target})"
+                      f"  # h_t = {self.eq['output']}; then {self.LHS['dh_dE']}{self.eq['dh_dE']}, over E_t",
+                      "    else:",
+                      f"        {self.output_call()}{self.note(k.output)}"]
         else:
             lines += [f"    {self.output_call()}{self.note(k.output)}"]
         lines += ["    h_prev = h_t",
@@ -144,8 +148,8 @@ class RnnPrinter:
         k = self.k
         (_, dV), (_, dW) = k.weight_grads
         kept = k.fused_derivative is not None
-        lines = ["dh = check_backward(dh, cache)", "x, h0, V, W, b, h, dh_dE = cache", "T, N, D = x.shape",
-                 "H = h0.shape[1]"]
+        lines = [f"dh = check_backward(dh, cache{', kept=True' if kept else ''})", "x, h0, V, W, b, h, dh_dE = cache",
+                 "T, N, D = x.shape", "H = h0.shape[1]"]
         if kept:
             lines += ["if use_numba(BACKEND, N * H * H, NUMBA_MAX_WORK):",
                       f"    delta = derivatives(cache)  # dh_t/dE_t = {self.eq['dh_dE_used']}, kept by forward",
@@ -241,7 +245,7 @@ class RnnPrinter:
 
     def jacobian(self):
         d, W = self._factor()
-        read = "activation_derivative(cache.h[t - 1])" if self.k.keep == "h" else "cache.dh_dE[t - 1]"
+        read = "activation_derivative(cache.h[t - 1])" if self.k.keep == "h" else "check_kept(cache)[t - 1]"
         return ["t = check_time(cache, t)",
                 f"{d} = {read}  # f'(E_t), (N, H)",
                 f"return {d}[:, :, None] * {W}[None, :, :]  # diag(f'(E_t)) W, row by row"]
@@ -249,7 +253,7 @@ class RnnPrinter:
     def derivatives(self):
         if self.k.keep == "h":
             return ["return activation_derivative(cache.h)"]
-        return ["return cache.dh_dE.copy()  # computed by forward; a copy, so the cache cannot be changed through it"]
+        return ["return check_kept(cache).copy()  # computed by forward; a copy, so the cache cannot be changed through it"]
 
     def jacobian_products(self):
         d, W = self._factor()

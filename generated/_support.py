@@ -143,10 +143,21 @@ def check_forward(x, h0, V, W, b):
     return x, h0, V, W, b
 
 
-def check_backward(dh, cache):
-    """Validate backward's arguments; dh must match the cached h in shape and dtype."""
+def check_kept(cache):
+    """The cache's f'(E_t) (T, N, H), or a ValueError when forward ran with for_backward=False and kept none."""
+    if cache.dh_dE is None:
+        raise ValueError("this cache holds no f'(E_t): forward ran with for_backward=False (inference); run forward "
+                         "again with for_backward=True (the default) for backward, derivatives or the Jacobians")
+    return cache.dh_dE
+
+
+def check_backward(dh, cache, kept=False):
+    """Validate backward's arguments; dh must match the cached h in shape and dtype; ``kept``: the kernel needs the
+    cache's f'(E_t)."""
     if not isinstance(cache, Cache):
         raise TypeError(f"cache must be the Cache that forward returned, got {type(cache).__name__}")
+    if kept:
+        check_kept(cache)
     dh = _array(dh, "dh")
     _shape(dh, "dh", cache.h.shape, ("T", "N", "H"))
     if dh.dtype != cache.h.dtype:

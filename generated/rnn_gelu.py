@@ -31,8 +31,8 @@ so V x_t is computed as x[t] @ V.T. float32 and float64 are kept as given.
 """
 import numpy as np
 
-from generated._support import (Cache, Grads, check_backward, check_forward, check_products_bytes, check_span,
-                                check_time, numba, use_numba, ndtr)
+from generated._support import (Cache, Grads, check_backward, check_forward, check_kept, check_products_bytes,
+                                check_span, check_time, numba, use_numba, ndtr)
 
 if numba is not None:
     from generated._support import ndtr_scalar
@@ -77,10 +77,12 @@ def activation_and_derivative(E, h=None, d=None):
     return h, d
 
 
-def forward(x, h0, V, W, b):
+def forward(x, h0, V, W, b, for_backward=True):
     """Run the RNN over x: returns h (T, N, H), holding h_1..h_T, and the cache for ``backward``.
 
     x (T, N, D), h0 (N, H), V (H, D), W (H, H), b (H,), all float32 or all float64.
+    ``for_backward=False`` (inference) computes h alone, not f'(E_t) beside it; its cache cannot go to
+    ``backward`` (nor to the Jacobian functions), which then say so.
     """
     x, h0, V, W, b = check_forward(x, h0, V, W, b)
     T, N, D = x.shape
@@ -92,16 +94,20 @@ def forward(x, h0, V, W, b):
     E += b
     if use_numba(BACKEND, N * H * H, NUMBA_MAX_WORK):
         _forward_loop(E, h, h0, W)  # the same steps, compiled
-        E[...] = activation_derivative(E)  # dh_t/dE_t = diag(f'(E_t)) for all t at once, over E_t
-        return h, Cache(x, h0, V, W, b, h, E)
+        if for_backward:
+            E[...] = activation_derivative(E)  # dh_t/dE_t = diag(f'(E_t)) for all t at once, over E_t
+        return h, Cache(x, h0, V, W, b, h, E if for_backward else None)
     W_h = np.empty((N, H), dtype=x.dtype)
     W_T, h_prev = W.T, h0
     for E_t, h_t in zip(E, h):  # views of step t (the same array when E is h)
         np.matmul(h_prev, W_T, out=W_h)  # W h_{t-1}, rows as batch
         E_t += W_h  # E_t = V x_t + W h_{t-1} + b_h
-        activation_and_derivative(E_t, h_t, E_t)  # h_t = f(E_t); then dh_t/dE_t = diag(f'(E_t)), over E_t
+        if for_backward:
+            activation_and_derivative(E_t, h_t, E_t)  # h_t = f(E_t); then dh_t/dE_t = diag(f'(E_t)), over E_t
+        else:
+            np.multiply(E_t, ndtr(E_t), out=h_t)  # h_t = f(E_t)
         h_prev = h_t
-    return h, Cache(x, h0, V, W, b, h, E)
+    return h, Cache(x, h0, V, W, b, h, E if for_backward else None)
 
 
 def backward(dh, cache):
@@ -109,7 +115,7 @@ def backward(dh, cache):
 
     Returns Grads(dx (T, N, D), dh0 (N, H), dV (H, D), dW (H, H), db (H,)).
     """
-    dh = check_backward(dh, cache)
+    dh = check_backward(dh, cache, kept=True)
     x, h0, V, W, b, h, dh_dE = cache
     T, N, D = x.shape
     H = h0.shape[1]
@@ -192,13 +198,13 @@ def step_backward(dh_t, cache):
 def jacobian(cache, t):
     """dh_t/dh_{t-1} = diag(f'(E_t)) W for each batch row: (N, H, H), t in 1..T."""
     t = check_time(cache, t)
-    d = cache.dh_dE[t - 1]  # f'(E_t), (N, H)
+    d = check_kept(cache)[t - 1]  # f'(E_t), (N, H)
     return d[:, :, None] * cache.W[None, :, :]  # diag(f'(E_t)) W, row by row
 
 
 def derivatives(cache):
     """f'(E_s) for s = 1..T, (T, N, H): the diagonal of each one-step Jacobian."""
-    return cache.dh_dE.copy()  # computed by forward; a copy, so the cache cannot be changed through it
+    return check_kept(cache).copy()  # computed by forward; a copy, so the cache cannot be changed through it
 
 
 def jacobian_products(cache, t, max_bytes=JACOBIAN_MAX_BYTES):

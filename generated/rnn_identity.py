@@ -31,8 +31,8 @@ so V x_t is computed as x[t] @ V.T. float32 and float64 are kept as given.
 """
 import numpy as np
 
-from generated._support import (Cache, Grads, check_backward, check_forward, check_products_bytes, check_span,
-                                check_time, numba, use_numba)
+from generated._support import (Cache, Grads, check_backward, check_forward, check_kept, check_products_bytes,
+                                check_span, check_time, numba, use_numba)
 
 NAME = 'identity'
 EXPRESSION = 'x'  # f(x)
@@ -71,10 +71,11 @@ def activation_and_derivative(E, h=None, d=None):
     return h, d
 
 
-def forward(x, h0, V, W, b):
+def forward(x, h0, V, W, b, for_backward=True):
     """Run the RNN over x: returns h (T, N, H), holding h_1..h_T, and the cache for ``backward``.
 
     x (T, N, D), h0 (N, H), V (H, D), W (H, H), b (H,), all float32 or all float64.
+    ``for_backward=False`` (inference) changes nothing here: f' is taken from h, which forward computes anyway.
     """
     x, h0, V, W, b = check_forward(x, h0, V, W, b)
     T, N, D = x.shape

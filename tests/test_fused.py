@@ -91,6 +91,31 @@ def test_the_cache_keeps_f_prime_of_E_and_backward_only_reads_it(name, backend, 
 
 
 @pytest.mark.parametrize("name", generated.ACTIVATIONS)
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_forward_for_inference_keeps_no_derivative(name, backend, monkeypatch):
+    """forward(..., for_backward=False) gives the same h (to 4 eps: f alone, not the shared pass) and, where f' is
+    kept, a cache without it, which backward and derivatives refuse saying why; where f' comes from h, it changes
+    nothing."""
+    module = generated.load(name)
+    if backend == "numba" and module.numba is None:  # pragma: no cover - depends on the environment
+        pytest.skip("Numba is not installed")
+    monkeypatch.setattr(module, "BACKEND", backend)
+    args = rnn_inputs(5, 3, 4, 6)
+    h, cache = module.forward(*args)
+    h_only, inference = module.forward(*args, for_backward=False)
+    np.testing.assert_allclose(h_only, h, rtol=4 * np.finfo(float).eps, atol=4 * np.finfo(float).eps)
+    if module.USES_OUTPUT:
+        assert inference.dh_dE is None and cache.dh_dE is None
+        module.backward(np.ones_like(h), inference)
+        return
+    assert inference.dh_dE is None and cache.dh_dE is not None
+    for call in (lambda: module.backward(np.ones_like(h), inference), lambda: module.derivatives(inference),
+                 lambda: module.jacobian(inference, 1)):
+        with pytest.raises(ValueError, match="for_backward=False"):
+            call()
+
+
+@pytest.mark.parametrize("name", generated.ACTIVATIONS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_one_pass_agrees_with_f_and_f_prime_called_separately(name, dtype):
     """activation_and_derivative(E) against activation(E) and f' (from E, or from h for the output forms), within

@@ -78,15 +78,16 @@ def test_the_output_form_decides_what_forward_keeps(name, kw, keep):
     k = lower_rnn(derive(dataclasses.replace(entry, **kw) if kw else entry))
     assert k.keep == keep
     s = RnnPrinter(k).sections()
-    fused_step = "    activation_and_derivative(E_t, h_t, E_t)"
+    fused_step = "activation_and_derivative(E_t, h_t, E_t)"
     if keep == "h":
         assert s["derivatives"] == ["return activation_derivative(cache.h)"]
-        assert not any(line.startswith(fused_step) for line in s["forward"])
+        assert not any(line.strip().startswith(fused_step) for line in s["forward"])
     else:
-        assert s["derivatives"][0].startswith("return cache.dh_dE.copy()")
-        assert any(line.startswith(fused_step) for line in s["forward"])
+        assert s["derivatives"][0].startswith("return check_kept(cache).copy()")
+        assert any(line.strip().startswith(fused_step) for line in s["forward"])
         assert not any("activation_derivative" in line for line in s["backward"])  # nothing transcendental
-    assert s["forward"][-1] == f"return h, Cache(x, h0, V, W, b, h, {'None' if keep == 'h' else 'E'})"
+    kept = "None" if keep == "h" else "E if for_backward else None"  # forward(..., for_backward=False): inference
+    assert s["forward"][-1] == f"return h, Cache(x, h0, V, W, b, h, {kept})"
 
 
 def test_a_changed_description_changes_the_printed_kernel():
