@@ -223,9 +223,10 @@ def pair_body(f, df, arg, argname):
 
 
 def into(expr, out):
-    """A line writing ``expr`` into the array ``out``: one NumPy ufunc of an array, or its last sum or product as
-    ``np.add``/``np.multiply``, with ``out=`` (no temporary for the result, nor a copy), else ``out[...] = expr``. ``out`` may be one of the arrays
-    ``expr`` reads: a ufunc reads each element before it writes it."""
+    """A line writing ``expr`` into the array ``out`` with ``out=`` (no temporary for the result, nor a copy): one
+    NumPy ufunc of an array, the support sigmoid, softplus' two terms, a max or min of two, a quotient, or the last
+    sum or product; else ``out[...] = expr``. ``out`` may be one of the arrays ``expr`` reads: a ufunc reads each
+    element before it writes it."""
     printer = KernelPrinter()
     if isinstance(expr, sp.Function) and len(expr.args) == 1 and expr.args[0].is_Symbol:
         call = ufunc_call(expr, expr.args[0], printer.doprint(expr.args[0]), out)

@@ -95,7 +95,7 @@ def module_context(d):
         df_h_text=text(s.df_h) if d.uses_output else None, uses_output=d.uses_output,
         kinks=[repr(float(k)) for k in s.kinks], gamma_value=gamma_value, gamma_note=gamma_note, gamma_text=gamma_text,
         eq={k: text(getattr(d, k), names) for k in MATRIX_FIELDS}, grad_h0=text(_at_first_step(d.grad_h_prev)),
-        f_lines=f_lines, f_return=f_return, f_ufunc=ufunc_call(s.f, x_symbol, "E", "out"), f_result=f_result, f_into=f_into,
+        f_lines=f_lines, f_return=f_return, f_ufunc=ufunc_call(s.f, x_symbol, "E", "out"), f_into=f_into,
         df_lines=df_lines, df_return=df_return, df_arg=df_arg,
         support_imports="".join(f", {h}" for h in support_names(s.f, df_expr)),
         code=code, numba_max_work=NUMBA_MAX_WORK, jacobian_max_bytes=JACOBIAN_MAX_BYTES,

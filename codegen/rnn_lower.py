@@ -25,7 +25,7 @@ from derive.elementwise import H as h_symbol
 from derive.parse import X as x_symbol
 
 R = dict(real=True)
-E, E_t, W_h, h_t, b, dh_dE = (sp.Symbol(n, **R) for n in ("E", "E_t", "W_h", "h_t", "b", "dh_dE"))
+E, E_t, W_h, h_t, b = (sp.Symbol(n, **R) for n in ("E", "E_t", "W_h", "h_t", "b"))
 delta, delta_t, dh_t, dL_dh, W_delta = (sp.Symbol(n, **R) for n in ("delta", "delta_t", "dh_t", "dL_dh", "W_delta"))
 d_t = sp.Symbol("d", **R)  # f'(E_t) of one step, the diagonal of dh_t/dE_t
 dh_dE_t = sp.Symbol("dh_dE_t", **R)  # the same, computed by the forward step and kept in the cache

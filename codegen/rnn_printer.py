@@ -114,8 +114,8 @@ class RnnPrinter:
                   "    _forward_loop(E, h, h0, W)  # the same steps, compiled"]
         if fused:
             lines += ["    if for_backward:",
-                      f"        E[...] = activation_derivative(E)  # {self.LHS['dh_dE']}{self.eq['dh_dE']} for all t at "
-                      "once, over E_t"]
+                      f"        E[...] = activation_derivative(E)  # {self.LHS['dh_dE']}{self.eq['dh_dE']}"
+                      " for all t at once, over E_t"]
         lines += [f"    return h, {cache}",
                   f"{k.step_product.target} = np.empty((N, H), dtype=x.dtype)",
                   "W_T, h_prev = W.T, h0",
@@ -253,7 +253,7 @@ class RnnPrinter:
     def derivatives(self):
         if self.k.keep == "h":
             return ["return activation_derivative(cache.h)"]
-        return ["return check_kept(cache).copy()  # computed by forward; a copy, so the cache cannot be changed through it"]
+        return ["return check_kept(cache).copy()  # computed by forward; a copy, so the cache cannot change through it"]
 
     def jacobian_products(self):
         d, W = self._factor()

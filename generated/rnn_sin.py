@@ -195,7 +195,7 @@ def jacobian(cache, t):
 
 def derivatives(cache):
     """f'(E_s) for s = 1..T, (T, N, H): the diagonal of each one-step Jacobian."""
-    return check_kept(cache).copy()  # computed by forward; a copy, so the cache cannot be changed through it
+    return check_kept(cache).copy()  # computed by forward; a copy, so the cache cannot change through it
 
 
 def jacobian_products(cache, t, max_bytes=JACOBIAN_MAX_BYTES):
