@@ -205,3 +205,13 @@ def test_share_saturated_takes_the_clamp_only_where_the_limit_is_reached():
     assert share_saturated(E * ndtr(E), df) == E * ndtr(clamp)
     assert share_saturated(E * sp.exp(E), df) == E * sp.exp(E)
     assert share_saturated(E * ndtr(E), ndtr(E)) == E * ndtr(E)  # no clamp: nothing to share
+
+
+def test_cell_blocks_write_a_sigmoid_pair_in_one_exp():
+    """The LSTM's tanh'(c) = 4 sigmoid(2c) sigmoid(-2c) in a cell's block: one exp(-2|c|), not two sigmoids."""
+    from codegen.cell_printer import block_lines
+    from derive.cell import Assignment
+
+    a, c, g = sp.symbols("a c g", real=True)
+    assert block_lines([Assignment(a, g + 4 * sigmoid(2 * c) * sigmoid(-2 * c))]) == [
+        "_tmp0 = np.exp(-2*np.abs(c))", "a = 4*_tmp0/(_tmp0 + 1)**2 + g"]
