@@ -84,6 +84,8 @@ class KernelPrinter(NumPyPrinter):
         # only as codegen.passes.shared_sigmoids writes it, [u >= 0]: a boolean array, which np.maximum takes as 0/1
         u, at_zero = expr.args
         assert at_zero == 1, expr
+        if u.could_extract_minus_sign():  # [-E >= 0] as (E <= 0): no negation pass
+            return self._print(sp.LessThan(-u, 0, evaluate=False))
         return self._print(sp.GreaterThan(u, 0, evaluate=False))
 
     def _print_Pow(self, expr, rational=False):

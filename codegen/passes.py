@@ -33,7 +33,7 @@ import mpmath
 import sympy as sp
 from sympy.codegen.cfunctions import expm1, log1p
 
-from derive.functions import sigmoid, to_elementary
+from derive.functions import sigmoid, softplus, to_elementary
 
 
 class ndtr(sp.Function):
@@ -358,12 +358,22 @@ def _pair_product(mul):
     return None
 
 
+def _sigmoid_of_softplus(exprs):
+    """sigmoid(u) -> -expm1(-softplus(u)) where softplus(u) is computed in the same pass anyway (mish): exp(-softplus(u))
+    = 1/(1 + exp(u)) = sigmoid(-u), so three passes instead of a sigmoid's six. As accurate: an error of d (relative)
+    in softplus(u) = s moves the result by s exp(-s) d, relative to sigmoid(u) at most about d (u -> -inf: s ~
+    sigmoid(u)); expm1 loses nothing near 0."""
+    spent = {a.args[0] for e in exprs for a in e.atoms(softplus)}
+    return [e.replace(sigmoid, lambda u: -expm1(-softplus(u)) if u in spent else sigmoid(u)) for e in exprs]
+
+
 def shared_sigmoids(exprs):
     """Expressions computed in one pass with their sigmoids in terms of z = exp(-|u|), when two of them share a |u|:
     sigmoid(u)*sigmoid(-u) -> z/(1 + z)**2, then sigmoid(u) -> max(z, [u >= 0])/(1 + z) (1/(1 + exp(-u)) for
     u >= 0, exp(u)/(1 + exp(u)) below: the support module's sigmoid, written out), so z and 1 + z are computed once.
-    A sigmoid whose |u| nothing else uses stays one call."""
-    exprs = list(exprs)
+    A sigmoid whose |u| nothing else uses stays one call; one of an argument whose softplus the pass computes is
+    written from it (``_sigmoid_of_softplus``)."""
+    exprs = _sigmoid_of_softplus(list(exprs))
     for i, e in enumerate(exprs):
         while True:
             muls = [m for m in sp.preorder_traversal(e) if isinstance(m, sp.Mul) and _pair_product(m) is not None]

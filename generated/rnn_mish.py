@@ -75,7 +75,7 @@ def activation_and_derivative(E, h=None, d=None):
     _tmp1 = np.tanh(_tmp0)
     _tmp2 = np.exp(-2*_tmp0)
     np.multiply(_tmp1, E, out=h)
-    np.add(_tmp1, 4*E*_tmp2*sigmoid(E)/(_tmp2 + 1)**2, out=d)
+    np.add(_tmp1, -4*E*_tmp2*np.expm1(-_tmp0)/(_tmp2 + 1)**2, out=d)
     return h, d
 
 

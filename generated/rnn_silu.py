@@ -74,7 +74,7 @@ def activation_and_derivative(E, h=None, d=None):
     _tmp2 = 1 / (_tmp0 + 1)
     _tmp3 = E*_tmp2
     np.multiply(_tmp1, _tmp3, out=h)
-    np.multiply(_tmp1*_tmp2, _tmp3*np.maximum(_tmp0, (-E >= 0)) + 1, out=d)
+    np.multiply(_tmp1*_tmp2, _tmp3*np.maximum(_tmp0, (E <= 0)) + 1, out=d)
     return h, d
 
 

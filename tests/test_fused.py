@@ -10,6 +10,7 @@ import mpmath
 import numpy as np
 import pytest
 import sympy as sp
+from sympy.codegen.cfunctions import expm1
 
 import generated
 from codegen.numpy_printer import KernelPrinter, into, pair_body
@@ -168,6 +169,7 @@ def test_support_sigmoid_is_stable_and_writes_in_place():
     (softplus(E), "(np.maximum(E, 0) + np.log1p(np.exp(-np.abs(E))))"),
     (softplus(2 * E), "np.logaddexp(0, 2*E)"),            # a compound argument would be computed three times
     (sp.Heaviside(E, 1), "(E >= 0)"),
+    (sp.Heaviside(-E, 1), "(E <= 0)"),
 ])
 def test_printer_rule(expr, expected):
     assert KernelPrinter().doprint(expr) == expected
@@ -195,6 +197,13 @@ def test_shared_sigmoids_rules():
     f, df = shared_sigmoids([E * sigmoid(E), sigmoid(-E)])
     assert f == E * sp.Max(z, sp.Heaviside(E, 1)) / (1 + z)
     assert df == sp.Max(z, sp.Heaviside(-E, 1)) / (1 + z)
+
+
+def test_a_sigmoid_beside_its_softplus_is_written_from_it():
+    """mish: sigmoid(E) = -expm1(-softplus(E)) (exp(-softplus(E)) = sigmoid(-E)), three passes on a softplus the pass
+    computes anyway; a sigmoid of another argument is left alone."""
+    (expr,) = shared_sigmoids([sigmoid(E) * softplus(E) + sigmoid(2 * E)])
+    assert expr == -expm1(-softplus(E)) * softplus(E) + sigmoid(2 * E)
 
 
 def test_share_saturated_takes_the_clamp_only_where_the_limit_is_reached():
