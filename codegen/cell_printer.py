@@ -11,7 +11,7 @@ before both). Arrays are time-major with the batch in rows, so W u is printed as
 import sympy as sp
 
 from codegen.numpy_printer import KernelPrinter
-from codegen.passes import prepare
+from codegen.passes import prepare, shared_sigmoids
 
 
 def span(k, size):
@@ -73,7 +73,10 @@ def block_lines(assignments, comments=None, temps=None, printer=None):
     comments = comments or {}
     lines = []
     for group in _levels(assignments):
-        replacements, reduced = sp.cse([prepare(a.expr) for a in group], symbols=temps, order="canonical")
+        # sigmoids sharing exp(-|u|) within a level written out, as in the RNN's one-pass forward step (the LSTM's
+        # tanh'(c) = 4 sigmoid(2c) sigmoid(-2c): one exp, not two sigmoids)
+        prepared = shared_sigmoids([prepare(a.expr) for a in group])
+        replacements, reduced = sp.cse(prepared, symbols=temps, order="canonical")
         lines += [f"{printer.doprint(s)} = {printer.doprint(v)}" for s, v in replacements]
         for a, r in zip(group, reduced):
             note = comments.get(a.symbol)

@@ -1,7 +1,7 @@
 """Passes on SymPy expressions that run before printing (the printers stay free of logic).
 
-    prepare(expr)        what the NumPy printer is given: stable_forms, saturate, nan_through, clamp_branches,
-                         float_constants
+    prepare(expr)        what the NumPy printer is given: stable_forms, saturate, nan_through, piecewise_max,
+                         clamp_branches, float_constants
     prepare_scalar(expr) what the scalar (Numba) printer is given (forward f only): stable_forms, nan_through,
                          float_constants (only the selected branch runs; Python's max would drop a NaN)
 
@@ -33,7 +33,7 @@ import mpmath
 import sympy as sp
 from sympy.codegen.cfunctions import expm1, log1p
 
-from derive.functions import sigmoid, to_elementary
+from derive.functions import sigmoid, softplus, to_elementary
 
 
 class ndtr(sp.Function):
@@ -250,6 +250,13 @@ def _limit_reached(fn, side):
     return None
 
 
+def _mpmath_function(expr, var):
+    """``expr`` as a function of ``var`` evaluated by mpmath."""
+    # mpmath's own expm1, log1p and erfc: SymPy would rewrite erfc(-u) as 2 - erfc(u), which cancels
+    functions = {"expm1": mpmath.expm1, "log1p": mpmath.log1p, "ndtr": lambda u: mpmath.erfc(-u / mpmath.sqrt(2)) / 2}
+    return sp.lambdify(var, to_elementary(expr), modules=[functions, "mpmath"])
+
+
 def saturate(expr):
     """u in [-X, X] for an expression of one variable u that reaches finite limits at both ends by |u| = X but
     multiplies a power of u into a factor that vanishes there: gelu_tanh's f' is E * (1 + 0.134 E^2) * sigmoid(-u)
@@ -263,21 +270,129 @@ def saturate(expr):
     (var,) = free
     if not any(p.base == var and p.exp.is_Integer and p.exp >= 2 for p in expr.atoms(sp.Pow)):
         return expr
-    # mpmath's own expm1, log1p and erfc: SymPy would rewrite erfc(-u) as 2 - erfc(u), which cancels
-    functions = {"expm1": mpmath.expm1, "log1p": mpmath.log1p, "ndtr": lambda u: mpmath.erfc(-u / mpmath.sqrt(2)) / 2}
-    fn = sp.lambdify(var, to_elementary(expr), modules=[functions, "mpmath"])
-    ends = [_limit_reached(fn, side) for side in (1, -1)]
+    ends = [_limit_reached(_mpmath_function(expr, var), side) for side in (1, -1)]
     if None in ends:
         return expr
     bound = sp.Integer(max(ends))
     return expr.xreplace({var: sp.Max(sp.Min(var, bound), -bound)})
 
 
+def piecewise_max(expr):
+    """Piecewise((c, u <= c), (u, True)) -> Max(u, c) and Piecewise((c, u >= c), (u, True)) -> Min(u, c), c a number
+    (relu: one np.maximum instead of a compare, a select and a copy). The same value at every u, u = c included; NaN
+    still comes out as NaN (np.maximum and np.minimum propagate it, as the Piecewise's last branch does). For the
+    array printer only: Python's max(0, nan) is 0."""
+    def fold(*pairs):
+        if len(pairs) == 2 and pairs[1][1] is sp.true:
+            (value, cond), (rest, _) = pairs
+            if value.is_number and isinstance(cond, (sp.LessThan, sp.StrictLessThan, sp.GreaterThan,
+                                                     sp.StrictGreaterThan)) and cond.lhs == rest and cond.rhs == value:
+                return (sp.Max if isinstance(cond, (sp.LessThan, sp.StrictLessThan)) else sp.Min)(rest, value)
+        return sp.Piecewise(*pairs)
+
+    return expr.replace(sp.Piecewise, fold)
+
+
 def prepare(expr):
     """All passes, in order: what the kernel printer is given."""
-    return float_constants(clamp_branches(nan_through(saturate(stable_forms(expr)))))
+    return float_constants(clamp_branches(piecewise_max(nan_through(saturate(stable_forms(expr))))))
 
 
 def prepare_scalar(expr):
     """The passes for the scalar printer: only the selected branch of a conditional runs, so nothing is clamped."""
     return float_constants(nan_through(stable_forms(expr)))
+
+
+# --- one pass for f and f' (the forward step that keeps f'(E_t)) ----------------------------------------------------
+
+def _saturation_clamp(expr):
+    """(the clamp, its variable, X) when ``expr`` holds saturate's Max(Min(u, X), -X), else None."""
+    for m in expr.atoms(sp.Max):
+        low = [a for a in m.args if a.is_number]
+        (inner,) = [a for a in m.args if isinstance(a, sp.Min)] or [None]
+        if inner is not None and len(m.args) == 2 and low:
+            var = [a for a in inner.args if isinstance(a, sp.Symbol)]
+            high = [a for a in inner.args if a.is_number]
+            if len(inner.args) == 2 and var and high and high[0] == -low[0]:
+                return m, var[0], high[0]
+    return None
+
+
+def _function_terms(expr, var):
+    """The outermost function applications in ``expr`` that depend on ``var`` (ndtr(E), sigmoid(E**3 + E))."""
+    if isinstance(expr, sp.Function) and not isinstance(expr, (sp.Max, sp.Min)) and var in expr.free_symbols:
+        return [expr]
+    return [t for a in expr.args for t in _function_terms(a, var)]
+
+
+def share_saturated(f, df):
+    """``f`` for the pass that also computes ``df`` (both prepared): where saturate clamped df's variable to
+    [-X, X], each function term of f that reaches its limits at both ends by |u| = X (to beyond double precision,
+    the test saturate itself uses) takes the clamped variable too; it is then the very term df computes, and one
+    pass computes it once (gelu's ndtr(E), gelu_tanh's sigmoid of the cubic). No value changes: beyond X the term
+    is its limit either way."""
+    found = _saturation_clamp(df)
+    if found is None:
+        return f
+    clamp, var, bound = found
+    shared = {}
+    for term in _function_terms(f, var):
+        ends = [_limit_reached(_mpmath_function(term, var), side) for side in (1, -1)]
+        if None not in ends and max(ends) <= bound:
+            shared[term] = term.xreplace({var: clamp})
+    return f.xreplace(shared)
+
+
+def _pair_product(mul):
+    """In a product, sigmoid(u)*sigmoid(-u) -> z/(1 + z)**2 with z = exp(-|u|) (exact; the quotient of values in
+    [0, 1] and [1, 2], with no cancellation at either end), once per pair of factors."""
+    factors = list(mul.args)
+    for a in factors:
+        if isinstance(a, sigmoid):
+            partner = sigmoid(-a.args[0])
+            if partner in factors:
+                factors.remove(a)
+                factors.remove(partner)
+                z = sp.exp(-sp.Abs(a.args[0]))
+                return sp.Mul(*factors, z, sp.Pow(1 + z, -2))
+    return None
+
+
+def _sigmoid_of_softplus(exprs):
+    """sigmoid(u) -> -expm1(-softplus(u)) where softplus(u) is computed in the same pass anyway (mish): exp(-softplus(u))
+    = 1/(1 + exp(u)) = sigmoid(-u), so three passes instead of a sigmoid's six. As accurate: an error of d (relative)
+    in softplus(u) = s moves the result by s exp(-s) d, relative to sigmoid(u) at most about d (u -> -inf: s ~
+    sigmoid(u)); expm1 loses nothing near 0."""
+    spent = {a.args[0] for e in exprs for a in e.atoms(softplus)}
+    return [e.replace(sigmoid, lambda u: -expm1(-softplus(u)) if u in spent else sigmoid(u)) for e in exprs]
+
+
+def shared_sigmoids(exprs):
+    """Expressions computed in one pass with their sigmoids in terms of z = exp(-|u|), when two of them share a |u|:
+    sigmoid(u)*sigmoid(-u) -> z/(1 + z)**2, then sigmoid(u) -> max(z, [u >= 0])/(1 + z) (1/(1 + exp(-u)) for
+    u >= 0, exp(u)/(1 + exp(u)) below: the support module's sigmoid, written out), so z and 1 + z are computed once.
+    A sigmoid whose |u| nothing else uses stays one call; one of an argument whose softplus the pass computes is
+    written from it (``_sigmoid_of_softplus``)."""
+    exprs = _sigmoid_of_softplus(list(exprs))
+    for i, e in enumerate(exprs):
+        while True:
+            muls = [m for m in sp.preorder_traversal(e) if isinstance(m, sp.Mul) and _pair_product(m) is not None]
+            if not muls:
+                break
+            e = e.xreplace({muls[0]: _pair_product(muls[0])})
+        exprs[i] = e
+    uses = {}
+    for e in exprs:
+        for a in e.atoms(sigmoid):
+            uses.setdefault(sp.Abs(a.args[0]), set()).add(a)
+        for a in e.atoms(sp.exp):
+            if isinstance(-a.args[0], sp.Abs):
+                uses.setdefault(-a.args[0], set()).add(a)
+    expand = {}
+    for used in uses.values():
+        if len(used) > 1:
+            for a in used:
+                if isinstance(a, sigmoid):
+                    z = sp.exp(-sp.Abs(a.args[0]))
+                    expand[a] = sp.Max(z, sp.Heaviside(a.args[0], 1)) * sp.Pow(1 + z, -1)
+    return [e.xreplace(expand) for e in exprs]

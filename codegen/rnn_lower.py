@@ -10,7 +10,10 @@ whose text becomes the printed line's comment. Nothing here is text: the printer
 for its target (in place with ``out=`` for NumPy; fused loops for Numba).
 
 The output-form trick: when f' has a form in the output h (``Derivation.uses_output``), f' is written in h_t and the
-forward pass keeps only h (E_t is formed in h[t] and replaced by h_t); else f' is written in E_t, which is kept.
+forward pass keeps only h (E_t is formed in h[t] and replaced by h_t). Else the forward step computes f(E_t) and
+f'(E_t) in one pass (``fused_derivative``: their common subexpressions once, codegen.numpy_printer.pair_body) and
+keeps f'(E_t) in place of E_t (the cache's ``dh_dE``, the same T x N x H memory), so the backward pass does no
+transcendental work.
 """
 from dataclasses import dataclass
 
@@ -25,6 +28,7 @@ R = dict(real=True)
 E, E_t, W_h, h_t, b = (sp.Symbol(n, **R) for n in ("E", "E_t", "W_h", "h_t", "b"))
 delta, delta_t, dh_t, dL_dh, W_delta = (sp.Symbol(n, **R) for n in ("delta", "delta_t", "dh_t", "dL_dh", "W_delta"))
 d_t = sp.Symbol("d", **R)  # f'(E_t) of one step, the diagonal of dh_t/dE_t
+dh_dE_t = sp.Symbol("dh_dE_t", **R)  # the same, computed by the forward step and kept in the cache
 
 
 @dataclass(frozen=True)
@@ -41,11 +45,13 @@ class Line:
 class RnnKernel:
     """Everything a printer needs to write one activation's RNN module.
 
-    ``keep``: "h" (f' from the output, nothing but h kept) or "E" (E_t kept for backward); ``f`` and ``df``: the
-    activation and its derivative as scalar SymPy expressions in ``f_arg`` and ``df_arg`` (x, or h for the output
-    form). The forward pass: ``hoisted`` (V x_t + b for every t before the loop), then per step ``step_product``
-    (W h_{t-1}), ``pre_activation`` and ``output``. The backward pass: ``derivative`` (f'(E_t) for every t at once,
-    delta's first factor), then per step from t = T down ``dL_dh``, ``delta``, ``carry`` (W^T delta_t, which is
+    ``keep``: "h" (f' from the output, nothing but h kept) or "dh_dE" (f'(E_t), computed by the forward step, kept
+    for backward); ``f`` and ``df``: the activation and its derivative as scalar SymPy expressions in ``f_arg`` and
+    ``df_arg`` (x, or h for the output form). The forward pass: ``hoisted`` (V x_t + b for every t before the loop),
+    then per step ``step_product`` (W h_{t-1}), ``pre_activation``, ``output`` and, when f' is kept,
+    ``fused_derivative`` (f'(E_t) in the same pass as h_t, written over E_t). The backward pass: ``derivative``
+    (f'(h_t) for every t at once, filled in place with delta; or, when kept, delta allocated and f'(E_t) read from
+    the cache), then per step from t = T down ``dL_dh``, ``delta``, ``carry`` (W^T delta_t, which is
     dh_0 after the loop); after it ``weight_grads`` (one product each over all steps), ``bias_grad`` (delta summed)
     and ``input_grad``. ``jacobian``: the one-step Jacobian diag(d) W as (factor, parameter), in every product
     form (jacobian, products of Jacobians, pushforward, pullback)."""
@@ -60,7 +66,8 @@ class RnnKernel:
     step_product: Line       # W h_{t-1}, one step
     pre_activation: Line     # E_t = E_t + W h_{t-1}
     output: Line             # h_t = f(E_t)
-    derivative: Line         # delta = f'(...) for all t
+    fused_derivative: object  # Line dh_dE_t = f'(E_t) in the pass of ``output`` (keep "dh_dE"), or None
+    derivative: Line         # delta = f'(h) for all t, or delta = an empty array (f'(E_t) read per step)
     dL_dh: Line              # dL/dh_t = g_t + W^T delta_{t+1}
     delta: Line              # delta_t = f'(E_t) dL/dh_t
     carry: Line              # W^T delta_t, one step
@@ -74,10 +81,11 @@ class RnnKernel:
 def lower_rnn(d):
     """Derivation -> RnnKernel (see the module docstring)."""
     s = d.scalar
-    if d.uses_output:
+    kept_h = d.uses_output
+    if kept_h:
         df, df_arg, keep = s.df_h, h_symbol, "h"
     else:
-        df, df_arg, keep = s.df, x_symbol, "E"
+        df, df_arg, keep = s.df, x_symbol, "dh_dE"
     add = lambda *terms: sp.Add(*terms, evaluate=False)  # noqa: E731 - the order the step reads them in
     mul = lambda *factors: sp.Mul(*factors, evaluate=False)  # noqa: E731
     return RnnKernel(
@@ -86,9 +94,10 @@ def lower_rnn(d):
         step_product=Line("W_h", MatMul("h_prev", False, "W", True, "one"), None),
         pre_activation=Line("E_t", Assignment(E_t, add(E_t, W_h)), "pre_activation"),
         output=Line("h_t", Assignment(h_t, s.f.subs(x_symbol, E_t)), "output"),
-        derivative=Line("delta", Assignment(delta, df.subs(df_arg, sp.Symbol(keep, **R))), "dh_dE"),
+        fused_derivative=None if kept_h else Line("E_t", Assignment(dh_dE_t, df.subs(df_arg, E_t)), "dh_dE"),
+        derivative=Line("delta", Assignment(delta, df.subs(df_arg, h_symbol) if kept_h else sp.S.Zero), "dh_dE"),
         dL_dh=Line("dL_dh", Assignment(dL_dh, add(dh_t, W_delta)), "dL_dh"),
-        delta=Line("delta_t", Assignment(delta_t, mul(delta_t, dL_dh)), "delta"),
+        delta=Line("delta_t", Assignment(delta_t, mul(delta_t if kept_h else dh_dE_t, dL_dh)), "delta"),
         carry=Line("W_delta", MatMul("delta", False, "W", False, "one"), "grad_h_prev"),
         weight_grads=(("V", Line("dV", MatMul("delta", True, "x", False, "all"), "grad_V")),
                       ("W", Line("dW", MatMul("delta", True, "h_prev", False, "all"), "grad_W"))),

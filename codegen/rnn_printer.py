@@ -8,14 +8,16 @@ docstrings. Each line's comment is the derivation step its description names, pr
 objects (codegen.text_printer). Arrays are time-major with the batch in rows, so W u is printed as ``u @ W.T``.
 
 NumPy: the forward pass writes E_t in place (``out=``, ``+=``) into one (T, N, H) array, with V x_t + b for every t
-hoisted into one product before the loop; backward fills delta in place over f'(E_t). Numba: the same description as
+hoisted into one product before the loop; where f' is kept, the step's one fused call (``activation_and_derivative``)
+writes h_t and then f'(E_t) over E_t. Backward fills delta in place over f'(h_t), or multiplies the kept f'(E_t)
+into a fresh delta (the cache is only read). Numba: the same description as
 fused loops over (n, i, j), for small N*H*H where NumPy's per-call overhead dominates. The activation and its
 derivative go through codegen.numpy_printer (with codegen.passes' numerics passes), as for every other target.
 """
 import sympy as sp
 
-from codegen.numpy_printer import scalar_body, ufunc_call
-from codegen.rnn_lower import E_t
+from codegen.numpy_printer import elementwise_into, into, pair_body, scalar_body
+from codegen.rnn_lower import E_t, dh_dE_t
 from codegen.text_printer import text
 from derive.cell import Assignment
 from derive.recurrence import delta_t as delta_matrix
@@ -88,53 +90,88 @@ class RnnPrinter:
         return joiner.join(self.element(t, name) for t in _terms(expr))
 
     def output_call(self):
-        """h_t = f(E_t) into h_t: one ufunc when f is one, else the module's ``activation`` with ``out=``."""
+        """h_t = f(E_t) into h_t: one line with ``out=`` when f needs no temporaries and its last operation can write
+        into h_t (np.tanh, np.maximum, sigmoid, np.add of softplus' terms), else the module's ``activation``."""
         a = self.k.output.value
-        return ufunc_call(a.expr, E_t, "E_t", a.symbol.name) or f"activation(E_t, out={a.symbol.name})"
+        lines, line = elementwise_into(a.expr, E_t, "E_t", a.symbol.name)
+        if not lines and not line.startswith(f"{a.symbol.name}[...]"):
+            return line
+        return f"activation(E_t, out={a.symbol.name})"
 
     def forward(self):
         k = self.k
-        keep = k.keep == "E"
+        fused = k.fused_derivative
         (vx, bias) = k.hoisted
         lines = ["x, h0, V, W, b = check_forward(x, h0, V, W, b)", "T, N, D = x.shape", "H = h0.shape[1]",
                  "h = np.empty((T, N, H), dtype=x.dtype)",
-                 "E = np.empty_like(h)  # f' needs E_t: kept for backward" if keep else
-                 "E = h  # E_t is formed in h[t] and replaced by h_t in place: f' needs only h_t",
+                 "E = np.empty_like(h)  # E_t, each replaced by f'(E_t) once h_t is formed: the cache's dh_dE" if fused
+                 else "E = h  # E_t is formed in h[t] and replaced by h_t in place: f' needs only h_t",
                  "# V x_t + b_h for all T steps at once: one matrix product",
                  self.matmul(vx.value, out=self.ALL[vx.target]),
                  self.inplace(bias.value)]
-        cache = f"Cache(x, h0, V, W, b, h, {'E' if keep else 'None'})"
+        cache = f"Cache(x, h0, V, W, b, h, {'E if for_backward else None' if fused else 'None'})"
         lines += ["if use_numba(BACKEND, N * H * H, NUMBA_MAX_WORK):",
-                  "    _forward_loop(E, h, h0, W)  # the same steps, compiled",
-                  f"    return h, {cache}",
+                  "    _forward_loop(E, h, h0, W)  # the same steps, compiled"]
+        if fused:
+            lines += ["    if for_backward:",
+                      f"        E[...] = activation_derivative(E)  # {self.LHS['dh_dE']}{self.eq['dh_dE']}"
+                      " for all t at once, over E_t"]
+        lines += [f"    return h, {cache}",
                   f"{k.step_product.target} = np.empty((N, H), dtype=x.dtype)",
                   "W_T, h_prev = W.T, h0",
                   "for E_t, h_t in zip(E, h):  # views of step t (the same array when E is h)",
                   f"    {self.matmul(k.step_product.value, out=k.step_product.target)}  # W h_{{t-1}}, rows as batch",
-                  f"    {self.inplace(k.pre_activation.value)}{self.note(k.pre_activation)}",
-                  f"    {self.output_call()}{self.note(k.output)}",
-                  "    h_prev = h_t",
+                  f"    {self.inplace(k.pre_activation.value)}{self.note(k.pre_activation)}"]
+        if fused:
+            lines += ["    if for_backward:",
+                      f"        activation_and_derivative(E_t, h_t, {fused.target})"
+                      f"  # h_t = {self.eq['output']}; then {self.LHS['dh_dE']}{self.eq['dh_dE']}, over E_t",
+                      "    else:",
+                      f"        {self.output_call()}{self.note(k.output)}"]
+        else:
+            lines += [f"    {self.output_call()}{self.note(k.output)}"]
+        lines += ["    h_prev = h_t",
                   f"return h, {cache}"]
         return lines
+
+    def fused(self):
+        """The body of ``activation_and_derivative(E, h=None, d=None)``: f and f' in one pass (their shared
+        subexpressions once) when f' is kept; else h = f(E), then f' from h."""
+        k = self.k
+        lines = ["h = np.empty_like(E) if h is None else h", "d = np.empty_like(E) if d is None else d"]
+        if k.fused_derivative is None:
+            return lines + ["activation(E, out=h)", "d[...] = activation_derivative(h)", "return h, d"]
+        body, f_result, df_result = pair_body(k.f, k.df, k.f_arg, "E")
+        return lines + body + [into(f_result, "h"), into(df_result, "d"), "return h, d"]
 
     def backward(self):
         k = self.k
         (_, dV), (_, dW) = k.weight_grads
-        lines = ["dh = check_backward(dh, cache)", "x, h0, V, W, b, h, E = cache", "T, N, D = x.shape",
-                 "H = h0.shape[1]",
-                 "# f'(E_t) for all t at once; delta is then filled in place, step by step",
-                 f"delta = derivatives(cache)  # dh_t/dE_t = {self.eq['dh_dE_used']}",
-                 "if use_numba(BACKEND, N * H * H, NUMBA_MAX_WORK):",
-                 "    W_delta = _backward_loop(delta, dh, W)  # the same steps, compiled",
-                 "else:",
-                 "    dL_dh = np.empty((N, H), dtype=x.dtype)",
-                 "    W_delta = np.zeros((N, H), dtype=x.dtype)  # W^T delta_{T+1} = 0",
-                 "    for delta_t, dh_t in zip(delta[::-1], dh[::-1]):  # t = T, ..., 1",
-                 f"        {self.inplace(k.dL_dh.value)}{self.note(k.dL_dh)}",
-                 f"        {self.inplace(k.delta.value)}{self.note(k.delta)}",
-                 f"        {self.matmul(k.carry.value, out=k.carry.target)}  # W^T delta_t, rows as batch",
-                 "delta_rows = delta.reshape(T * N, H)",
-                 f"dV = {self.matmul(dV.value)}{self.note(dV)}"]
+        kept = k.fused_derivative is not None
+        lines = [f"dh = check_backward(dh, cache{', kept=True' if kept else ''})", "x, h0, V, W, b, h, dh_dE = cache",
+                 "T, N, D = x.shape", "H = h0.shape[1]"]
+        if kept:
+            lines += ["if use_numba(BACKEND, N * H * H, NUMBA_MAX_WORK):",
+                      f"    delta = derivatives(cache)  # dh_t/dE_t = {self.eq['dh_dE_used']}, kept by forward",
+                      "    W_delta = _backward_loop(delta, dh, W)  # the same steps, compiled",
+                      "else:",
+                      "    delta = np.empty_like(dh_dE)  # filled step by step; the cache's f'(E_t) is only read"]
+            loop = "    for dh_dE_t, delta_t, dh_t in zip(dh_dE[::-1], delta[::-1], dh[::-1]):  # t = T, ..., 1"
+        else:
+            lines += ["# f'(E_t) for all t at once; delta is then filled in place, step by step",
+                      f"delta = derivatives(cache)  # dh_t/dE_t = {self.eq['dh_dE_used']}",
+                      "if use_numba(BACKEND, N * H * H, NUMBA_MAX_WORK):",
+                      "    W_delta = _backward_loop(delta, dh, W)  # the same steps, compiled",
+                      "else:"]
+            loop = "    for delta_t, dh_t in zip(delta[::-1], dh[::-1]):  # t = T, ..., 1"
+        lines += ["    dL_dh = np.empty((N, H), dtype=x.dtype)",
+                  "    W_delta = np.zeros((N, H), dtype=x.dtype)  # W^T delta_{T+1} = 0",
+                  loop,
+                  f"        {self.inplace(k.dL_dh.value)}{self.note(k.dL_dh)}",
+                  f"        {self.inplace(k.delta.value)}{self.note(k.delta)}",
+                  f"        {self.matmul(k.carry.value, out=k.carry.target)}  # W^T delta_t, rows as batch",
+                  "delta_rows = delta.reshape(T * N, H)",
+                  f"dV = {self.matmul(dV.value)}{self.note(dV)}"]
         lines += self.previous_states(dW)
         assert isinstance(k.bias_grad.value.expr, sp.Sum)  # over t and the batch: the rows of delta
         lines += [f"db = delta_rows.sum(axis=0){self.note(k.bias_grad)}",
@@ -182,8 +219,10 @@ class RnnPrinter:
         names = {"delta_t": "delta[t, n, i]", "dh_t": "dh[t, n, i]", "W_delta": "W_delta[n, i]"}
         name = lambda s: names[s.name]  # noqa: E731 - symbols as loop elements
         dL = k.dL_dh.value
-        inlined = Assignment(k.delta.value.symbol, sp.Mul(*[dL.expr if t == dL.symbol else t
-                                                            for t in _terms(k.delta.value.expr)], evaluate=False))
+        target = k.delta.value.symbol
+        # the loop is given f'(E_t) as delta (the kept one copied by ``derivatives``): delta_t *= dL/dh_t
+        inlined = Assignment(target, sp.Mul(*[dL.expr if t == dL.symbol else target if t == dh_dE_t else t
+                                              for t in _terms(k.delta.value.expr)], evaluate=False))
         m = k.carry.value  # delta_t @ W: element (n, j) = sum_i delta[n, i] W[i, j]
         assert (m.left, m.right, m.right_t) == ("delta", "W", False)
         return ["T, N, H = delta.shape",
@@ -206,12 +245,15 @@ class RnnPrinter:
 
     def jacobian(self):
         d, W = self._factor()
+        read = "activation_derivative(cache.h[t - 1])" if self.k.keep == "h" else "check_kept(cache)[t - 1]"
         return ["t = check_time(cache, t)",
-                f"{d} = activation_derivative(cache.{self.k.keep}[t - 1])  # f'(E_t), (N, H)",
+                f"{d} = {read}  # f'(E_t), (N, H)",
                 f"return {d}[:, :, None] * {W}[None, :, :]  # diag(f'(E_t)) W, row by row"]
 
     def derivatives(self):
-        return [f"return activation_derivative(cache.{self.k.keep})"]
+        if self.k.keep == "h":
+            return ["return activation_derivative(cache.h)"]
+        return ["return check_kept(cache).copy()  # computed by forward; a copy, so the cache cannot change through it"]
 
     def jacobian_products(self):
         d, W = self._factor()
@@ -248,7 +290,8 @@ class RnnPrinter:
                 "return u"]
 
     def sections(self):
-        return dict(forward=self.forward(), backward=self.backward(), activation_scalar=self.numba_activation(),
+        return dict(forward=self.forward(), backward=self.backward(), fused=self.fused(),
+                    activation_scalar=self.numba_activation(),
                     forward_loop=self.forward_loop(), backward_loop=self.backward_loop(), jacobian=self.jacobian(),
                     derivatives=self.derivatives(), jacobian_products=self.jacobian_products(),
                     pushforward=self.pushforward(), pullback=self.pullback())

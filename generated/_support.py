@@ -12,16 +12,27 @@ import numpy as np
 Grads = namedtuple("Grads", "dx dh0 dV dW db")
 Grads.__doc__ = """Gradients of the loss: dx (T, N, D), dh0 (N, H), dV (H, D), dW (H, H), db (H,)."""
 
-Cache = namedtuple("Cache", "x h0 V W b h E")
-Cache.__doc__ = """What forward keeps for backward: the inputs, h (T, N, H) and, when f' needs it, E (T, N, H)."""
+Cache = namedtuple("Cache", "x h0 V W b h dh_dE")
+Cache.__doc__ = """What forward keeps for backward: the inputs, h (T, N, H) and dh_dE (T, N, H), f'(E_t) for every t
+(the diagonal of dh_t/dE_t, computed by the forward step), or None when f' is taken from h."""
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
-def sigmoid(u):
-    """1 / (1 + exp(-u)) without overflow: exp(-|u|) <= 1, and the branch picks the stable quotient."""
-    z = np.exp(-np.abs(u))
-    return np.where(u >= 0, 1 / (1 + z), z / (1 + z))
+def sigmoid(u, out=None):
+    """1 / (1 + exp(-u)) without overflow, elementwise, in the dtype of ``u``; into ``out`` when given (it may be u).
+
+    With z = exp(-|u|) <= 1 it is max(z, [u >= 0]) / (1 + z): 1/(1 + z) for u >= 0, z/(1 + z) below (NaN stays NaN,
+    np.maximum propagates it). Six passes over u, in place, with no mask select: SciPy's expit is not vectorised and
+    is slower from a few thousand elements on (a kernel step is N*H of them).
+    """
+    u = np.asarray(u)
+    z = np.abs(u)
+    np.negative(z, out=z)
+    np.exp(z, out=z)  # exp(-|u|) <= 1
+    numerator = np.maximum(z, u >= 0)
+    z += 1
+    return np.divide(numerator, z, out=out)
 
 
 _SQRT_HALF = 0.7071067811865476  # sqrt(2)/2, correctly rounded
@@ -132,10 +143,21 @@ def check_forward(x, h0, V, W, b):
     return x, h0, V, W, b
 
 
-def check_backward(dh, cache):
-    """Validate backward's arguments; dh must match the cached h in shape and dtype."""
+def check_kept(cache):
+    """The cache's f'(E_t) (T, N, H), or a ValueError when forward ran with for_backward=False and kept none."""
+    if cache.dh_dE is None:
+        raise ValueError("this cache holds no f'(E_t): forward ran with for_backward=False (inference); run forward "
+                         "again with for_backward=True (the default) for backward, derivatives or the Jacobians")
+    return cache.dh_dE
+
+
+def check_backward(dh, cache, kept=False):
+    """Validate backward's arguments; dh must match the cached h in shape and dtype; ``kept``: the kernel needs the
+    cache's f'(E_t)."""
     if not isinstance(cache, Cache):
         raise TypeError(f"cache must be the Cache that forward returned, got {type(cache).__name__}")
+    if kept:
+        check_kept(cache)
     dh = _array(dh, "dh")
     _shape(dh, "dh", cache.h.shape, ("T", "N", "H"))
     if dh.dtype != cache.h.dtype:

@@ -31,8 +31,8 @@ so V x_t is computed as x[t] @ V.T. float32 and float64 are kept as given.
 """
 import numpy as np
 
-from generated._support import (Cache, Grads, check_backward, check_forward, check_products_bytes, check_span,
-                                check_time, numba, use_numba)
+from generated._support import (Cache, Grads, check_backward, check_forward, check_kept, check_products_bytes,
+                                check_span, check_time, numba, use_numba)
 
 NAME = 'leaky_relu'
 EXPRESSION = 'x if x > 0 else x/100'  # f(x)
@@ -59,10 +59,23 @@ def activation_derivative(h):
     return np.asarray(np.where((h <= 0), 0.01, 1), dtype=h.dtype)
 
 
-def forward(x, h0, V, W, b):
+def activation_and_derivative(E, h=None, d=None):
+    """h = f(E) and d = f'(E), elementwise, as forward computes them (f' from h).
+
+    Into ``h`` and ``d`` when given: ``d`` may be E itself (it is written last), ``h`` may not. Returns (h, d).
+    """
+    h = np.empty_like(E) if h is None else h
+    d = np.empty_like(E) if d is None else d
+    activation(E, out=h)
+    d[...] = activation_derivative(h)
+    return h, d
+
+
+def forward(x, h0, V, W, b, for_backward=True):
     """Run the RNN over x: returns h (T, N, H), holding h_1..h_T, and the cache for ``backward``.
 
     x (T, N, D), h0 (N, H), V (H, D), W (H, H), b (H,), all float32 or all float64.
+    ``for_backward=False`` (inference) changes nothing here: f' is taken from h, which forward computes anyway.
     """
     x, h0, V, W, b = check_forward(x, h0, V, W, b)
     T, N, D = x.shape
@@ -91,7 +104,7 @@ def backward(dh, cache):
     Returns Grads(dx (T, N, D), dh0 (N, H), dV (H, D), dW (H, H), db (H,)).
     """
     dh = check_backward(dh, cache)
-    x, h0, V, W, b, h, E = cache
+    x, h0, V, W, b, h, dh_dE = cache
     T, N, D = x.shape
     H = h0.shape[1]
     # f'(E_t) for all t at once; delta is then filled in place, step by step

@@ -31,8 +31,8 @@ so V x_t is computed as x[t] @ V.T. float32 and float64 are kept as given.
 """
 import numpy as np
 
-from generated._support import (Cache, Grads, check_backward, check_forward, check_products_bytes, check_span,
-                                check_time, numba, use_numba)
+from generated._support import (Cache, Grads, check_backward, check_forward, check_kept, check_products_bytes,
+                                check_span, check_time, numba, use_numba)
 
 NAME = 'relu'
 EXPRESSION = 'x if x > 0 else 0'  # f(x)
@@ -49,8 +49,8 @@ KINKS = (0.0,)  # where f' jumps: finite differences must stay clear
 def activation(E, out=None):
     """h = f(E), elementwise (f as in EXPRESSION); into ``out`` when given (it may be E itself)."""
     if out is None:
-        return np.asarray(np.where((E <= 0), 0, E), dtype=E.dtype)
-    out[...] = np.where((E <= 0), 0, E)
+        return np.asarray(np.maximum(0, E), dtype=E.dtype)
+    np.maximum(0, E, out=out)
     return out
 
 
@@ -59,10 +59,23 @@ def activation_derivative(h):
     return np.asarray(np.where((h <= 0), 0, 1), dtype=h.dtype)
 
 
-def forward(x, h0, V, W, b):
+def activation_and_derivative(E, h=None, d=None):
+    """h = f(E) and d = f'(E), elementwise, as forward computes them (f' from h).
+
+    Into ``h`` and ``d`` when given: ``d`` may be E itself (it is written last), ``h`` may not. Returns (h, d).
+    """
+    h = np.empty_like(E) if h is None else h
+    d = np.empty_like(E) if d is None else d
+    activation(E, out=h)
+    d[...] = activation_derivative(h)
+    return h, d
+
+
+def forward(x, h0, V, W, b, for_backward=True):
     """Run the RNN over x: returns h (T, N, H), holding h_1..h_T, and the cache for ``backward``.
 
     x (T, N, D), h0 (N, H), V (H, D), W (H, H), b (H,), all float32 or all float64.
+    ``for_backward=False`` (inference) changes nothing here: f' is taken from h, which forward computes anyway.
     """
     x, h0, V, W, b = check_forward(x, h0, V, W, b)
     T, N, D = x.shape
@@ -80,7 +93,7 @@ def forward(x, h0, V, W, b):
     for E_t, h_t in zip(E, h):  # views of step t (the same array when E is h)
         np.matmul(h_prev, W_T, out=W_h)  # W h_{t-1}, rows as batch
         E_t += W_h  # E_t = V x_t + W h_{t-1} + b_h
-        activation(E_t, out=h_t)  # h_t = f(E_t)
+        np.maximum(0, E_t, out=h_t)  # h_t = f(E_t)
         h_prev = h_t
     return h, Cache(x, h0, V, W, b, h, None)
 
@@ -91,7 +104,7 @@ def backward(dh, cache):
     Returns Grads(dx (T, N, D), dh0 (N, H), dV (H, D), dW (H, H), db (H,)).
     """
     dh = check_backward(dh, cache)
-    x, h0, V, W, b, h, E = cache
+    x, h0, V, W, b, h, dh_dE = cache
     T, N, D = x.shape
     H = h0.shape[1]
     # f'(E_t) for all t at once; delta is then filled in place, step by step

@@ -4,7 +4,8 @@
 
 f(x) = sin(x)
 f'(x) = cos(x)
-f' has no form in terms of the output h = f(x), so the backward pass keeps E_t.
+f' has no form in terms of the output h = f(x): the forward step computes f'(E_t) with h_t, in one pass,
+and keeps it for the backward pass (Cache.dh_dE).
 
 The derivation, printed from the same SymPy objects as the code below (t = 1..T):
 
@@ -30,8 +31,8 @@ so V x_t is computed as x[t] @ V.T. float32 and float64 are kept as given.
 """
 import numpy as np
 
-from generated._support import (Cache, Grads, check_backward, check_forward, check_products_bytes, check_span,
-                                check_time, numba, use_numba)
+from generated._support import (Cache, Grads, check_backward, check_forward, check_kept, check_products_bytes,
+                                check_span, check_time, numba, use_numba)
 
 NAME = 'sin'
 EXPRESSION = 'sin(x)'  # f(x)
@@ -55,30 +56,49 @@ def activation_derivative(E):
     return np.asarray(np.cos(E), dtype=E.dtype)
 
 
-def forward(x, h0, V, W, b):
+def activation_and_derivative(E, h=None, d=None):
+    """h = f(E) and d = f'(E), elementwise, as forward computes them (in one pass, their shared subexpressions once).
+
+    Into ``h`` and ``d`` when given: ``d`` may be E itself (it is written last), ``h`` may not. Returns (h, d).
+    """
+    h = np.empty_like(E) if h is None else h
+    d = np.empty_like(E) if d is None else d
+    np.sin(E, out=h)
+    np.cos(E, out=d)
+    return h, d
+
+
+def forward(x, h0, V, W, b, for_backward=True):
     """Run the RNN over x: returns h (T, N, H), holding h_1..h_T, and the cache for ``backward``.
 
     x (T, N, D), h0 (N, H), V (H, D), W (H, H), b (H,), all float32 or all float64.
+    ``for_backward=False`` (inference) computes h alone, not f'(E_t) beside it; its cache cannot go to
+    ``backward`` (nor to the Jacobian functions), which then say so.
     """
     x, h0, V, W, b = check_forward(x, h0, V, W, b)
     T, N, D = x.shape
     H = h0.shape[1]
     h = np.empty((T, N, H), dtype=x.dtype)
-    E = np.empty_like(h)  # f' needs E_t: kept for backward
+    E = np.empty_like(h)  # E_t, each replaced by f'(E_t) once h_t is formed: the cache's dh_dE
     # V x_t + b_h for all T steps at once: one matrix product
     np.matmul(x.reshape(T * N, D), V.T, out=E.reshape(T * N, H))
     E += b
     if use_numba(BACKEND, N * H * H, NUMBA_MAX_WORK):
         _forward_loop(E, h, h0, W)  # the same steps, compiled
-        return h, Cache(x, h0, V, W, b, h, E)
+        if for_backward:
+            E[...] = activation_derivative(E)  # dh_t/dE_t = diag(f'(E_t)) for all t at once, over E_t
+        return h, Cache(x, h0, V, W, b, h, E if for_backward else None)
     W_h = np.empty((N, H), dtype=x.dtype)
     W_T, h_prev = W.T, h0
     for E_t, h_t in zip(E, h):  # views of step t (the same array when E is h)
         np.matmul(h_prev, W_T, out=W_h)  # W h_{t-1}, rows as batch
         E_t += W_h  # E_t = V x_t + W h_{t-1} + b_h
-        np.sin(E_t, out=h_t)  # h_t = f(E_t)
+        if for_backward:
+            activation_and_derivative(E_t, h_t, E_t)  # h_t = f(E_t); then dh_t/dE_t = diag(f'(E_t)), over E_t
+        else:
+            np.sin(E_t, out=h_t)  # h_t = f(E_t)
         h_prev = h_t
-    return h, Cache(x, h0, V, W, b, h, E)
+    return h, Cache(x, h0, V, W, b, h, E if for_backward else None)
 
 
 def backward(dh, cache):
@@ -86,20 +106,20 @@ def backward(dh, cache):
 
     Returns Grads(dx (T, N, D), dh0 (N, H), dV (H, D), dW (H, H), db (H,)).
     """
-    dh = check_backward(dh, cache)
-    x, h0, V, W, b, h, E = cache
+    dh = check_backward(dh, cache, kept=True)
+    x, h0, V, W, b, h, dh_dE = cache
     T, N, D = x.shape
     H = h0.shape[1]
-    # f'(E_t) for all t at once; delta is then filled in place, step by step
-    delta = derivatives(cache)  # dh_t/dE_t = diag(f'(E_t))
     if use_numba(BACKEND, N * H * H, NUMBA_MAX_WORK):
+        delta = derivatives(cache)  # dh_t/dE_t = diag(f'(E_t)), kept by forward
         W_delta = _backward_loop(delta, dh, W)  # the same steps, compiled
     else:
+        delta = np.empty_like(dh_dE)  # filled step by step; the cache's f'(E_t) is only read
         dL_dh = np.empty((N, H), dtype=x.dtype)
         W_delta = np.zeros((N, H), dtype=x.dtype)  # W^T delta_{T+1} = 0
-        for delta_t, dh_t in zip(delta[::-1], dh[::-1]):  # t = T, ..., 1
+        for dh_dE_t, delta_t, dh_t in zip(dh_dE[::-1], delta[::-1], dh[::-1]):  # t = T, ..., 1
             np.add(dh_t, W_delta, out=dL_dh)  # dL/dh_t = g_t + W^T delta_{t+1}
-            delta_t *= dL_dh  # delta_t = diag(f'(E_t)) (g_t + W^T delta_{t+1})
+            np.multiply(dh_dE_t, dL_dh, out=delta_t)  # delta_t = diag(f'(E_t)) (g_t + W^T delta_{t+1})
             np.matmul(delta_t, W, out=W_delta)  # W^T delta_t, rows as batch
     delta_rows = delta.reshape(T * N, H)
     dV = delta_rows.T @ x.reshape(T * N, D)  # dV = sum_t delta_t x_t^T
@@ -169,13 +189,13 @@ def step_backward(dh_t, cache):
 def jacobian(cache, t):
     """dh_t/dh_{t-1} = diag(f'(E_t)) W for each batch row: (N, H, H), t in 1..T."""
     t = check_time(cache, t)
-    d = activation_derivative(cache.E[t - 1])  # f'(E_t), (N, H)
+    d = check_kept(cache)[t - 1]  # f'(E_t), (N, H)
     return d[:, :, None] * cache.W[None, :, :]  # diag(f'(E_t)) W, row by row
 
 
 def derivatives(cache):
     """f'(E_s) for s = 1..T, (T, N, H): the diagonal of each one-step Jacobian."""
-    return activation_derivative(cache.E)
+    return check_kept(cache).copy()  # computed by forward; a copy, so the cache cannot change through it
 
 
 def jacobian_products(cache, t, max_bytes=JACOBIAN_MAX_BYTES):

@@ -5,7 +5,7 @@
     h = rnn(x, h0, V, W, b)                  # x (T, N, D) -> h (T, N, H); jax.grad, jit and vmap work through it
 
 The forward and backward passes run the generated NumPy kernels on the host (pure_callback); what backward needs
-(h, and E when f' is not a function of h) travels as residuals. Shapes and dtypes are checked when the function is
+(h, and f'(E_t) when f' is not a function of h) travels as residuals. Shapes and dtypes are checked when the function is
 traced, with the kernels' own messages; float32 stays float32 with and without jax_enable_x64.
 
 Under ``vmap`` a mapped axis of x and h0 folds into the batch N (one kernel call over all of it) when V, W and b
@@ -53,12 +53,12 @@ def make_rnn(activation="tanh"):
     """
     module = kernel_module(activation)
 
-    def e_shape(T, N, H):
+    def dh_dE_shape(T, N, H):  # f'(E_t) for every t, or nothing when f' is taken from h
         return (0,) if module.USES_OUTPUT else (T, N, H)
 
     def forward_one(x, h0, V, W, b):
         h, cache = module.forward(x, h0, V, W, b)
-        return h, (cache.E if cache.E is not None else np.zeros((0,), h.dtype))
+        return h, (cache.dh_dE if cache.dh_dE is not None else np.zeros((0,), h.dtype))
 
     def host_forward(*arrays):
         arrays = [np.asarray(a) for a in arrays]
@@ -73,10 +73,10 @@ def make_rnn(activation="tanh"):
             P = int(np.prod(lead))
             xs = np.broadcast_to(x, lead + (T, N, D)).reshape(P, T, N, D).transpose(1, 0, 2, 3)
             h0s = np.broadcast_to(h0, lead + (N, H)).reshape(P * N, H)
-            h, E = forward_one(np.ascontiguousarray(xs.reshape(T, P * N, D)), np.ascontiguousarray(h0s),
+            h, dh_dE = forward_one(np.ascontiguousarray(xs.reshape(T, P * N, D)), np.ascontiguousarray(h0s),
                                V.reshape(V.shape[-2:]), W.reshape(W.shape[-2:]), b.reshape(b.shape[-1:]))
             unfold = lambda a: a.reshape(T, P, N, H).transpose(1, 0, 2, 3).reshape(lead + (T, N, H))  # noqa: E731
-            return unfold(h), (np.zeros(lead + (0,), h.dtype) if module.USES_OUTPUT else unfold(E))
+            return unfold(h), (np.zeros(lead + (0,), h.dtype) if module.USES_OUTPUT else unfold(dh_dE))
         results = [forward_one(*element) for element in _elements(arrays, CORE_NDIM, lead)]
         return tuple(np.stack([r[i] for r in results]).reshape(lead + results[0][i].shape) for i in range(2))
 
@@ -84,7 +84,7 @@ def make_rnn(activation="tanh"):
         _check_traced(x, h0, V, W, b)
         T, N = x.shape[:2]
         H = h0.shape[1]
-        shapes = (jax.ShapeDtypeStruct((T, N, H), x.dtype), jax.ShapeDtypeStruct(e_shape(T, N, H), x.dtype))
+        shapes = (jax.ShapeDtypeStruct((T, N, H), x.dtype), jax.ShapeDtypeStruct(dh_dE_shape(T, N, H), x.dtype))
         return jax.pure_callback(host_forward, shapes, x, h0, V, W, b, vmap_method="expand_dims")
 
     @jax.custom_vjp
@@ -92,16 +92,16 @@ def make_rnn(activation="tanh"):
         return forward(x, h0, V, W, b)[0]
 
     def rnn_fwd(x, h0, V, W, b):
-        h, E = forward(x, h0, V, W, b)
-        return h, (x, h0, V, W, b, h, E)
+        h, dh_dE = forward(x, h0, V, W, b)
+        return h, (x, h0, V, W, b, h, dh_dE)
 
-    def backward_one(x, h0, V, W, b, h, E, dh):
-        cache = Cache(x, h0, V, W, b, h, None if module.USES_OUTPUT else E)
+    def backward_one(x, h0, V, W, b, h, dh_dE, dh):
+        cache = Cache(x, h0, V, W, b, h, None if module.USES_OUTPUT else dh_dE)
         return tuple(np.asarray(g) for g in module.backward(np.ascontiguousarray(dh), cache))
 
     def host_backward(*arrays):
         arrays = [np.asarray(a) for a in arrays]
-        core = CORE_NDIM + (3, 1 if module.USES_OUTPUT else 3, 3)  # and h, E, dh
+        core = CORE_NDIM + (3, 1 if module.USES_OUTPUT else 3, 3)  # and h, dh_dE, dh
         lead = _mapped_shape(arrays, core)
         if not lead:
             return backward_one(*arrays)

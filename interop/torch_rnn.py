@@ -76,8 +76,8 @@ class RNNFunction(torch.autograd.Function):
 
     x (T, N, D), h0 (N, H), V (H, D), W (H, H), b (H,) -> h (T, N, H), all float32 or all float64.
     The kernels run on the tensors' own memory, and backward reads the inputs, the output h and (when f' is not a
-    function of h) the pre-activations E. Every one of them goes through ``ctx.save_for_backward``, and backward
-    rebuilds the kernel cache from ``ctx.saved_tensors``: an in-place change of any of them between forward and
+    function of h) f'(E_t), which the forward step computes. Every one of them goes through
+    ``ctx.save_for_backward``, and backward rebuilds the kernel cache from ``ctx.saved_tensors``: an in-place change of any of them between forward and
     backward (``out.mul_(2)``, ``relu(out, inplace=True)``, a weight changed under ``no_grad``) raises autograd's
     "modified by an inplace operation" error instead of silently changing the gradients.
     The backward is the derived BPTT, not itself differentiable: differentiating its gradients (after
@@ -94,11 +94,11 @@ class RNNFunction(torch.autograd.Function):
                           f"are copied back", DeviceCopyWarning, stacklevel=2)
         h, cache = module.forward(*(_host(t) for t in tensors))
         out = torch.from_numpy(h).to(device)
-        # E is private to this Function (nothing else can change it), but saving it lets saved-tensor hooks
+        # f'(E_t) is private to this Function (nothing else can change it), but saving it lets saved-tensor hooks
         # (torch.autograd.graph.saved_tensors_hooks, save_on_cpu) see everything backward keeps alive
-        E = torch.from_numpy(cache.E).to(device) if cache.E is not None else None
+        dh_dE = torch.from_numpy(cache.dh_dE).to(device) if cache.dh_dE is not None else None
         ctx.module = module
-        ctx.save_for_backward(x, h0, V, W, b, out, E)
+        ctx.save_for_backward(x, h0, V, W, b, out, dh_dE)
         return out
 
     @staticmethod

@@ -91,7 +91,8 @@ def test_gelu_tanh_derivative_is_finite_far_out(dtype, far):
 def test_nan_reaches_the_argument_branch():
     relu = sp.Piecewise((x, x > 0), (0, True))
     assert nan_through(relu) == sp.Piecewise((0, x <= 0), (x, True))
-    assert elementwise_body(relu, x, "E") == ([], "np.where((E <= 0), 0, E)")
+    assert elementwise_body(relu, x, "E") == ([], "np.maximum(0, E)")  # piecewise_max: NaN-propagating too
+    assert elementwise_body(sp.Piecewise((x, x > 1), (2, True)), x, "E") == ([], "np.where((E <= 1), 2, E)")
     assert scalar_body(relu, x, "E") == ([], "(0 if (E <= 0) else E)")
     both_constant = sp.Piecewise((1, x > 0), (0, True))
     assert nan_through(both_constant) == both_constant
@@ -173,7 +174,7 @@ def test_user_max_kernel_matches_pytorch_leaky_relu_at_the_kink(tmp_path):
     leaky = _load(tmp_path / "gen" / "rnn_leaky_max.py", "leaky_max")
     relu_abs = _load(tmp_path / "gen" / "rnn_relu_abs.py", "relu_abs")
     E = np.array([-1.0, 0.0, 1.0])
-    grad = leaky.derivatives(generated.Cache(None, None, None, None, None, leaky.activation(E), E))
+    _, grad = leaky.activation_and_derivative(E)
     np.testing.assert_array_equal(grad, [0.1, 0.1, 1.0])
     np.testing.assert_array_equal(relu_abs.activation_derivative(E), [0.0, 0.0, 1.0])
 
@@ -188,7 +189,7 @@ def test_keep_input_takes_f_prime_from_E_and_is_accurate_near_saturation(tmp_pat
     module = _load(path, "tanh_kept")
     assert module.USES_OUTPUT is False and module.DERIVATIVE_FROM_OUTPUT is None
     _, cache = module.forward(*(np.ones(s) for s in ((2, 1, 1), (1, 1), (1, 1), (1, 1), (1,))))
-    assert cache.E is not None
+    assert cache.dh_dE is not None  # f'(E_t), computed from E_t by the forward step
     points = np.linspace(-20, 20, 161)
     for dtype in (np.float32, np.float64):
         default = measure(generated.load("tanh"), kept.scalar.f, kept.scalar.df, dtype, points)

@@ -69,28 +69,38 @@ def test_tanh_kernels_print_min_char_rnn_style_lines():
     assert "                acc += W[i, j] * h_prev[n, j]  # E_t = V x_t + W h_{t-1} + b_h" in s["forward_loop"]
 
 
-@pytest.mark.parametrize("name, kw, keep", [("tanh", {}, "h"), ("relu", {}, "h"), ("sin", {}, "E"), ("gelu", {}, "E"),
-                                            ("tanh", {"keep_input": True}, "E")])
+@pytest.mark.parametrize("name, kw, keep", [("tanh", {}, "h"), ("relu", {}, "h"), ("sin", {}, "dh_dE"),
+                                            ("gelu", {}, "dh_dE"), ("tanh", {"keep_input": True}, "dh_dE")])
 def test_the_output_form_decides_what_forward_keeps(name, kw, keep):
     """f' in the output (tanh, and relu: h > 0): only h is kept and E is h; no output form (sin, gelu) or
-    keep_input: E is kept."""
+    keep_input: the forward step computes f'(E_t) with h_t (one fused call) and keeps it over E_t."""
     entry = _entry(name)
     k = lower_rnn(derive(dataclasses.replace(entry, **kw) if kw else entry))
     assert k.keep == keep
     s = RnnPrinter(k).sections()
-    assert s["derivatives"] == [f"return activation_derivative(cache.{keep})"]
-    assert s["forward"][-1] == f"return h, Cache(x, h0, V, W, b, h, {'None' if keep == 'h' else 'E'})"
+    fused_step = "activation_and_derivative(E_t, h_t, E_t)"
+    if keep == "h":
+        assert s["derivatives"] == ["return activation_derivative(cache.h)"]
+        assert not any(line.strip().startswith(fused_step) for line in s["forward"])
+    else:
+        assert s["derivatives"][0].startswith("return check_kept(cache).copy()")
+        assert any(line.strip().startswith(fused_step) for line in s["forward"])
+        assert not any("activation_derivative" in line for line in s["backward"])  # nothing transcendental
+    kept = "None" if keep == "h" else "E if for_backward else None"  # forward(..., for_backward=False): inference
+    assert s["forward"][-1] == f"return h, Cache(x, h0, V, W, b, h, {kept})"
 
 
 def test_a_changed_description_changes_the_printed_kernel():
-    """The printer reads the description: W h_{t-1} as h_{t-1} @ W (untransposed) prints that product instead, and a
-    non-ufunc activation steps through the module's activation(E_t, out=h_t)."""
+    """The printer reads the description: W h_{t-1} as h_{t-1} @ W (untransposed) prints that product instead; an
+    activation whose result cannot be written with out= steps through the module's activation(E_t, out=h_t)."""
     k = lower_rnn(derive(_entry("tanh")))
     flipped = dataclasses.replace(k, step_product=dataclasses.replace(
         k.step_product, value=MatMul("h_prev", False, "W", False, "one")))
     assert "    np.matmul(h_prev, W, out=W_h)  # W h_{t-1}, rows as batch" in RnnPrinter(flipped).forward()
+    elu = RnnPrinter(lower_rnn(derive(_entry("elu")))).forward()
+    assert "    activation(E_t, out=h_t)  # h_t = f(E_t)" in elu  # np.where cannot write into h_t
     relu = RnnPrinter(lower_rnn(derive(_entry("relu")))).forward()
-    assert "    activation(E_t, out=h_t)  # h_t = f(E_t)" in relu
+    assert "    np.maximum(0, E_t, out=h_t)  # h_t = f(E_t)" in relu  # one call, no function call around it
 
 
 def test_a_user_activation_is_lowered_like_the_catalogue(tmp_path):
@@ -104,7 +114,7 @@ def test_a_user_activation_is_lowered_like_the_catalogue(tmp_path):
     from derive import parse_expression
 
     d = derive(Activation("cubic_soft", parse_expression("x - x**3/3"), {}))
-    assert lower_rnn(d).keep == "E"  # f' = 1 - x^2 has no single form in f(x): E_t is kept
+    assert lower_rnn(d).keep == "dh_dE"  # f' = 1 - x^2 has no single form in f(x): f'(E_t) is kept
     path = tmp_path / "rnn_cubic_soft.py"
     path.write_text(ENV.get_template("rnn_module.py.jinja").render(**module_context(d)))
     spec = importlib.util.spec_from_file_location("rnn_cubic_soft_under_test", path)
