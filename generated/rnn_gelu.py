@@ -32,6 +32,7 @@ import numpy as np
 
 from generated._support import (Cache, Grads, check_backward, check_forward, check_products_bytes, check_span,
                                 check_time, numba, use_numba, ndtr)
+from generated._support import blas_threads
 
 if numba is not None:
     from generated._support import ndtr_scalar
@@ -62,6 +63,7 @@ def activation_derivative(E):
     return np.asarray(0.3989422804014327*_tmp0*np.exp(-0.5*_tmp0**2) + ndtr(_tmp0), dtype=E.dtype)
 
 
+@blas_threads("x", "W")  # NumPy's BLAS on the cores that other processes leave free
 def forward(x, h0, V, W, b):
     """Run the RNN over x: returns h (T, N, H), holding h_1..h_T, and the cache for ``backward``.
 
@@ -88,6 +90,7 @@ def forward(x, h0, V, W, b):
     return h, Cache(x, h0, V, W, b, h, E)
 
 
+@blas_threads("x", "W")  # NumPy's BLAS on the cores that other processes leave free
 def backward(dh, cache):
     """Backpropagation through time: dh (T, N, H) is dL/dh_t for every t, from any loss.
 

@@ -33,6 +33,7 @@ import numpy as np
 
 from generated._support import (Cache, Grads, check_backward, check_forward, check_products_bytes, check_span,
                                 check_time, numba, use_numba, sigmoid)
+from generated._support import blas_threads
 
 if numba is not None:
     from generated._support import sigmoid_scalar
@@ -62,6 +63,7 @@ def activation_derivative(h):
     return np.asarray(h*(1 - h), dtype=h.dtype)
 
 
+@blas_threads("x", "W")  # NumPy's BLAS on the cores that other processes leave free
 def forward(x, h0, V, W, b):
     """Run the RNN over x: returns h (T, N, H), holding h_1..h_T, and the cache for ``backward``.
 
@@ -88,6 +90,7 @@ def forward(x, h0, V, W, b):
     return h, Cache(x, h0, V, W, b, h, None)
 
 
+@blas_threads("x", "W")  # NumPy's BLAS on the cores that other processes leave free
 def backward(dh, cache):
     """Backpropagation through time: dh (T, N, H) is dL/dh_t for every t, from any loss.
 
