@@ -4,6 +4,7 @@ JAX jit(grad(scan)) of the same equations, and the matrix-product floor.
     python -m bench.cells                                  lstm and gru, every size, float32 and float64
     python -m bench.cells --cells lstm --sizes small,medium --dtypes float64 --repeats 10
     python -m bench.cells --threads 1                      pin NumPy's BLAS, PyTorch and XLA to one thread
+    python -m bench.cells --busy                           beside a process that keeps one core busy
 
 Loss: L = sum_t <G_t, h_t> for a fixed random G. Every implementation gets the same weights (PyTorch's layout and
 gate order: weight_ih (G H, D), weight_hh (G H, H), bias_ih, bias_hh, G = 4 gates for the LSTM and 3 for the GRU,
@@ -218,6 +219,8 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=0,
                         help="pin every library to this many threads (default 0: as `python -m bench`, NumPy's "
                              "BLAS and XLA as they start, PyTorch on 2)")
+    parser.add_argument("--busy", type=int, nargs="?", const=1, default=0, metavar="CORES",
+                        help="keep CORES cores busy (default 1 when given) with separate spinning processes meanwhile")
     args = parser.parse_args(argv)
     if args.threads:
         _pin_threads(args.threads)
@@ -226,6 +229,7 @@ def main(argv=None):
     import numpy as np
 
     from bench.__main__ import SIZES
+    from bench.busy import busy, describe
     from bench.peers import installed_peers
 
     cells = [c for c in args.cells.split(",") if c]
@@ -235,11 +239,14 @@ def main(argv=None):
         bad = [g for g in got if g not in known]
         if bad:
             parser.error(f"unknown {label}(s) {', '.join(bad)}; known: {', '.join(known)}")
+    if args.busy < 0 or args.busy >= (os.cpu_count() or 1):
+        parser.error(f"--busy {args.busy}: keep at least one of the {os.cpu_count()} cores free, and at least 0 busy")
     peers = installed_peers(args.peers)
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-          f"NumPy {np.__version__}; threads: {args.threads or 'default'}")
+          f"NumPy {np.__version__}; threads: {args.threads or 'default'}; {describe(args.busy)}")
     print(header(peers))
-    bench(cells, sizes, dtypes, args.repeats, peers, args.threads)
+    with busy(args.busy):
+        bench(cells, sizes, dtypes, args.repeats, peers, args.threads)
     return 0
 
 
