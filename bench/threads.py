@@ -31,6 +31,8 @@ def child(activation, sizes, dtypes, repeats, hide_threadpoolctl):
     from bench.__main__ import SIZES, problem
     from bench.peers import ours
 
+    from generated import _support
+
     run = ours(activation)
     out = {}
     for size in sizes:
@@ -38,12 +40,15 @@ def child(activation, sizes, dtypes, repeats, hide_threadpoolctl):
             args = problem(*SIZES[size], getattr(np, dtype))
             run(*args)
             time.sleep(0.25)  # one full interval for the policy's first look at the load
-            times = []
+            times, free = [], []
             for _ in range(repeats):
                 start = time.perf_counter()
                 run(*args)
                 times.append(time.perf_counter() - start)
+                if _support._BLAS_LIMIT is not None and _support._BLAS_LIMIT.free_cores.free is not None:
+                    free.append(_support._BLAS_LIMIT.free_cores.free)
             out[f"{size} {dtype}"] = float(np.median(times))
+            out[f"{size} {dtype} free"] = float(np.median(free)) if free else float("nan")
     return out
 
 
@@ -113,6 +118,8 @@ def main(argv=None):
 
     import numpy as np
 
+    from generated._support import BLAS_FREE_MARGIN
+
     sizes, dtypes = args.sizes.split(","), args.dtypes.split(",")
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, NumPy {np.__version__}; {args.activation}, "
           f"medians in ms over {args.rounds} processes of {args.repeats} runs each")
@@ -123,12 +130,14 @@ def main(argv=None):
     for mode in args.modes.split(","):
         result = measure(args.activation, sizes, dtypes, args.repeats, args.rounds, 1 if mode == "busy" else 0)
         print(f"\n{mode}:\n{'size':7s} {'dtype':8s} " + " ".join(f"{c:>9s}" for c in CONFIGS)
-              + f" {'policy/best':>12s}")
-        for key in result["policy"]:
+              + f" {'policy/best':>12s} {'free cores':>11s}")
+        for key in [k for k in result["policy"] if not k.endswith(" free")]:
             row = {c: result[c][key] for c in CONFIGS}
             best = min(row["1 thread"], row["default"])
             print(f"{key.split()[0]:7s} {key.split()[1]:8s} " + " ".join(f"{row[c] * 1e3:9.3f}" for c in CONFIGS)
-                  + f" {row['policy'] / best:12.2f}", flush=True)
+                  + f" {row['policy'] / best:12.2f} {result['policy'][key + ' free']:11.2f}", flush=True)
+        print(f"(free cores: what the policy saw, the median over the timed calls; it runs the BLAS on "
+              f"int(free + {BLAS_FREE_MARGIN}) threads, at least 1, when that is fewer than the BLAS's own)")
     return 0
 
 
