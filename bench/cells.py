@@ -59,10 +59,15 @@ def ours(cell):
 
 
 def gemm_floor(cell, args, G):
-    """Only the matrix products the algorithm cannot avoid, into preallocated arrays, same BLAS as ours: the input
-    projection for every step at once, one recurrent product a step forward and one back, and the three weight
-    and input gradients as single products over all steps."""
+    """Only the matrix products the algorithm cannot avoid, into preallocated arrays, same BLAS as ours (on the
+    threads the kernels' policy picks for ours): the input projection for every step at once, one recurrent
+    product a step forward and one back, and the three weight and input gradients as single products over all
+    steps."""
+    import functools
+
     import numpy as np
+
+    from generated._support import blas_threads
 
     x, weight_ih, weight_hh = args[0], args[-4], args[-3]
     T, N, D = x.shape
@@ -73,7 +78,14 @@ def gemm_floor(cell, args, G):
     h = np.random.default_rng(0).uniform(-1, 1, (T, N, H)).astype(x.dtype)
     carry = np.empty((N, H), dtype=x.dtype)
 
+    @blas_threads("x", "weight_hh")
+    def under_policy(x, weight_hh, products):
+        return products()
+
     def run(args, G):
+        return under_policy(x, weight_hh, functools.partial(products, args, G))
+
+    def products(args, G):
         np.matmul(x.reshape(T * N, D), weight_ih.T, out=P.reshape(T * N, gh))
         h_prev = args[1]
         for t in range(T):

@@ -261,3 +261,16 @@ def test_without_threadpoolctl_the_kernels_run_as_before_with_the_same_results(t
             # to the largest entry is ~10^4 float64 roundings, far below any change of algorithm
             want = plain[f"arr_{k}"]
             assert np.max(np.abs(np.asarray(g) - want)) <= 1e-12 * np.max(np.abs(want)), (name, k)
+
+
+def test_the_benchmarks_floors_run_under_the_same_policy(one_core_free, calls):
+    """The floor is "the products ours cannot avoid, on the same BLAS": on the same threads too, or beside a busy
+    core it would time the stall that the policy spares ours."""
+    from bench import cells
+    from bench.peers import gemm_floor
+
+    args, G = problem(T=100)
+    gemm_floor(*args, G)(*args, G)
+    cell_args, cell_G = cells.problem("lstm", 100, 16, 32, 64, np.float64)
+    cells.gemm_floor("lstm", cell_args, cell_G)(cell_args, cell_G)
+    assert calls == {"enter": 2, "leave": 2} and blas_counts() == one_core_free
