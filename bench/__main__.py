@@ -114,9 +114,9 @@ def header(peers):
 def parse_activations(text):
     """The activations named in ``text`` (comma-separated; "all": every catalogue activation, in its order)."""
     import generated
+    from derive.catalogue import CATALOGUE
 
-    catalogue = generated.ACTIVATIONS[:14]  # the catalogue's 14; user activations follow them
-    names = list(catalogue) if text == "all" else [a for a in text.split(",") if a]
+    names = [a.name for a in CATALOGUE] if text == "all" else [a for a in text.split(",") if a]
     unknown = [a for a in names if a not in generated.ACTIVATIONS]
     if unknown or not names:
         raise ValueError(f"unknown activation(s) {', '.join(unknown) or repr(text)}; known: all, "
@@ -128,7 +128,8 @@ def markdown(rows, peers, title):
     """README-ready markdown of ``rows``: a table per activation with nn.RNN (tanh, relu: every timing, the
     floor), then ours / the faster peer for every activation, size and dtype."""
     names = {"pytorch": "PyTorch", "jax": "JAX"}
-    lines = [f"{title}", ""]
+    lines = [title, "", "PyTorch: nn.RNN for tanh and relu, a loop of torch ops for the others; JAX: "
+             "jit(grad(scan)); floor: only the matrix products, same BLAS as ours", ""]
     full = [r for r in rows if "floor" in r[3]]
     if full:
         lines += ["| activation | size | dtype | ours (ms) | " + " | ".join(f"{names[p]} (ms)" for p in peers)

@@ -90,14 +90,17 @@ try:  # threadpoolctl is optional: without it NumPy's BLAS keeps the thread coun
 except ImportError:  # pragma: no cover - depends on the environment
     threadpoolctl = None
 
-# BLAS thread policy. Measured on the machine these kernels were developed on (x86_64, 2 cores, NumPy 2.4 with
-# OpenBLAS 0.3.31, SkylakeX kernels), forward + backward of the tanh RNN, medians in ms, at 1 thread against
-# OpenBLAS's default 2 (`python -m bench.threads`):
-#   quiet:              small 1.3 / 1.7 (float32), medium 6.9 / 5.2, large 188 / 109: threads pay from medium up
-#   one core kept busy: small 1.6 / 132, medium 31 / 188, large 223 / 278 (float64: 778 / 4105)
-# A BLAS thread that lands on a busy core stalls every product it shares (the issue: 7.1 ms instead of 2.8 at small
-# float64), while the gain of a second thread on a free core is at most ~1.7x: so the kernels use the cores that
-# other processes left free over the last BLAS_LOAD_INTERVAL seconds, never more than the BLAS was set to.
+# BLAS thread policy. Measured with `python -m bench.threads` (forward + backward of the tanh RNN, medians in ms of
+# 1 thread / OpenBLAS's default 2 threads / this policy, each in its own processes) on x86_64, 2 cores, NumPy 2.4.6
+# with OpenBLAS 0.3.31 (SkylakeX kernels), a machine shared with other sessions (the policy saw 0.1-0.3 cores free):
+#   one core kept busy (--busy): small float64 10.8 / 216 / 14.6, medium float32 22 / 1254 / 37, float64 66 / 387 / 89
+#   without the spinner:         small float64 7.3 / 79 / 6.9, medium float64 47 / 118 / 48,
+#                                large float32 193 / 116 / 207, large float64 405 / 244 / 391
+# A BLAS worker that waits for a busy core stalls every product it shares (10-50x at small and medium), while a
+# second thread on a free core gains at most 1.7-1.8x (large, above): so the kernels use the cores that other
+# processes left free over the last BLAS_LOAD_INTERVAL seconds, never more threads than the BLAS was set to. The
+# price: where others keep the machine busy only part of the time, large problems run up to 1.8x slower than on the
+# default threads (the large rows above). On a quiet machine the policy leaves the BLAS as it is.
 BLAS_THREADED_MIN_WORK = 2**16  # M*N*K of a kernel's largest product at or below which BLAS runs on one thread
 # anyway (tiny's largest, 51200, timed the same at 1 and 2 threads): the policy is then skipped, costing nothing
 BLAS_LOAD_INTERVAL = 0.2  # seconds: how often the load of other processes is looked at again (/proc/stat counts in

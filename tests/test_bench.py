@@ -195,6 +195,8 @@ def test_markdown_tables():
             ("gelu", "tiny", "float64", {"ours": 3e-3, "pytorch": 4e-3, "jax": 2e-3})]
     assert markdown(rows, ["pytorch", "jax"], "Title") == (
         "Title\n\n"
+        "PyTorch: nn.RNN for tanh and relu, a loop of torch ops for the others; JAX: jit(grad(scan)); floor: only "
+        "the matrix products, same BLAS as ours\n\n"
         "| activation | size | dtype | ours (ms) | PyTorch (ms) | JAX (ms) | floor (ms) | ours / best peer | "
         "ours / floor |\n"
         "|---|---|---|---|---|---|---|---|---|\n"
