@@ -24,12 +24,18 @@ import time
 
 import numpy as np
 
+import generated
 from bench.busy import busy, describe
 from bench.peers import PEERS, gemm_floor, installed_peers, ours
 
 SIZES = {"tiny": (50, 1, 16, 32), "small": (100, 16, 32, 64), "medium": (100, 32, 64, 128),
          "large": (100, 64, 256, 512)}
 TOLERANCE = {np.float64: 1e-8, np.float32: 2e-3}  # relative to each gradient's largest entry
+# An activation with a kink (relu, leaky_relu, elu, selu) in float32: an E_t within rounding of the kink takes the
+# other branch in one implementation, and that delta entry then differs by O(dL/dh_t). Seen: relu, large, float32,
+# dx 3.5e-3 relative between ours and nn.RNN, each within 4e-7 of the float64 gradients but for ours' one flipped
+# entry. Peers with a wrong setup (slope, alpha, layout) differ everywhere, by O(1).
+KINK_TOLERANCE_FLOAT32 = 5e-2
 # the matrix-product floor is the same for every activation: timed beside the two that nn.RNN also has
 FLOOR_ACTIVATIONS = ("tanh", "relu")
 
@@ -49,11 +55,14 @@ def _numpy(g):
     return np.asarray(g.detach().numpy() if hasattr(g, "detach") else g)
 
 
-def check_agree(name, got, want, dtype):
+def check_agree(name, got, want, dtype, kinked=False):
+    """AssertionError naming the gradient where ``got`` (a peer's) differs from ``want`` (ours) past the tolerance
+    of ``dtype``; ``kinked``: the activation has a kink (see KINK_TOLERANCE_FLOAT32)."""
+    tolerance = KINK_TOLERANCE_FLOAT32 if kinked and dtype == np.float32 else TOLERANCE[dtype]
     for label, a, b in zip(("dx", "dh0", "dV", "dW", "db"), got, want):
         a, b = _numpy(a), _numpy(b)
         err = np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-30)
-        if err > TOLERANCE[dtype]:
+        if err > tolerance:
             raise AssertionError(f"{name} disagrees with ours on {label}: relative error {err:.2e}")
 
 
@@ -88,7 +97,7 @@ def bench(sizes, dtypes, activations, repeats, peers, out=sys.stdout):
                 reference = runs["ours"](*args)
                 for k, run in runs.items():
                     if k not in ("ours", "floor"):
-                        check_agree(k, run(*args), reference, dtype)
+                        check_agree(k, run(*args), reference, dtype, kinked=bool(generated.load(activation).KINKS))
                 med = measure(runs, args, repeats)
                 rows.append((activation, size, np.dtype(dtype).name, med))
                 print(_row(rows[-1], peers), file=out, flush=True)
@@ -113,7 +122,6 @@ def header(peers):
 
 def parse_activations(text):
     """The activations named in ``text`` (comma-separated; "all": every catalogue activation, in its order)."""
-    import generated
     from derive.catalogue import CATALOGUE
 
     names = [a.name for a in CATALOGUE] if text == "all" else [a for a in text.split(",") if a]

@@ -207,3 +207,15 @@ def test_markdown_tables():
         "|---|---|\n"
         "| tanh | 0.50 |\n"
         "| gelu | 1.50 |\n")
+
+
+def test_a_kinked_activation_in_float32_tolerates_one_flipped_branch_but_not_a_wrong_peer():
+    args = problem(*SIZES["tiny"], np.float32)
+    good = ours("relu")(*args)
+    flipped = (good[0] * (1 + 4e-3), *good[1:])  # as one E_t on the other side of the kink did at large
+    check_agree("relu peer", flipped, good, np.float32, kinked=True)
+    with pytest.raises(AssertionError, match="dx"):
+        check_agree("tanh peer", flipped, good, np.float32)
+    wrong = (good[0], good[1], good[2] * 1.1, *good[3:])  # a wrong slope or layout: off everywhere
+    with pytest.raises(AssertionError, match="dV"):
+        check_agree("relu peer", wrong, good, np.float32, kinked=True)
