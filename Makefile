@@ -49,11 +49,12 @@ docs: derive
 	done
 	@echo "PDFs in build/docs/"
 
-## bench: ours against PyTorch, JAX and the GEMM floor (installs the bench extra), the vanilla RNN and then the LSTM
-## and GRU cells against torch.nn.LSTM/GRU; BENCH_ARGS and CELL_BENCH_ARGS for options
+## bench: ours against PyTorch, JAX and the GEMM floor (installs the bench extra), the vanilla RNN with every catalogue
+## activation and then the LSTM and GRU cells against torch.nn.LSTM/GRU; BENCH_ARGS and CELL_BENCH_ARGS for options
+## (BENCH_ARGS="--busy" and CELL_BENCH_ARGS="--threads 1 --busy": beside a process that keeps one core busy)
 bench:
 	$(MAKE) EXTRAS=bench $(VENV)/.installed-bench
-	$(VENV)/bin/python -m bench $(BENCH_ARGS)
+	$(VENV)/bin/python -m bench --activations all --markdown build/bench.md $(BENCH_ARGS)
 	$(VENV)/bin/python -m bench.memory
 	$(VENV)/bin/python -m bench.cells $(CELL_BENCH_ARGS)
 	$(VENV)/bin/python -m bench.memory --cell lstm

@@ -4,6 +4,7 @@ JAX jit(grad(scan)) of the same equations, and the matrix-product floor.
     python -m bench.cells                                  lstm and gru, every size, float32 and float64
     python -m bench.cells --cells lstm --sizes small,medium --dtypes float64 --repeats 10
     python -m bench.cells --threads 1                      pin NumPy's BLAS, PyTorch and XLA to one thread
+    python -m bench.cells --busy                           beside a process that keeps one core busy
 
 Loss: L = sum_t <G_t, h_t> for a fixed random G. Every implementation gets the same weights (PyTorch's layout and
 gate order: weight_ih (G H, D), weight_hh (G H, H), bias_ih, bias_hh, G = 4 gates for the LSTM and 3 for the GRU,
@@ -58,10 +59,15 @@ def ours(cell):
 
 
 def gemm_floor(cell, args, G):
-    """Only the matrix products the algorithm cannot avoid, into preallocated arrays, same BLAS as ours: the input
-    projection for every step at once, one recurrent product a step forward and one back, and the three weight
-    and input gradients as single products over all steps."""
+    """Only the matrix products the algorithm cannot avoid, into preallocated arrays, same BLAS as ours (on the
+    threads the kernels' policy picks for ours): the input projection for every step at once, one recurrent
+    product a step forward and one back, and the three weight and input gradients as single products over all
+    steps."""
+    import functools
+
     import numpy as np
+
+    from generated._support import blas_threads
 
     x, weight_ih, weight_hh = args[0], args[-4], args[-3]
     T, N, D = x.shape
@@ -72,7 +78,14 @@ def gemm_floor(cell, args, G):
     h = np.random.default_rng(0).uniform(-1, 1, (T, N, H)).astype(x.dtype)
     carry = np.empty((N, H), dtype=x.dtype)
 
+    @blas_threads("x", "weight_hh")
+    def under_policy(x, weight_hh, products):
+        return products()
+
     def run(args, G):
+        return under_policy(x, weight_hh, functools.partial(products, args, G))
+
+    def products(args, G):
         np.matmul(x.reshape(T * N, D), weight_ih.T, out=P.reshape(T * N, gh))
         h_prev = args[1]
         for t in range(T):
@@ -218,6 +231,8 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=0,
                         help="pin every library to this many threads (default 0: as `python -m bench`, NumPy's "
                              "BLAS and XLA as they start, PyTorch on 2)")
+    parser.add_argument("--busy", type=int, nargs="?", const=1, default=0, metavar="CORES",
+                        help="keep CORES cores busy (default 1 when given) with separate spinning processes meanwhile")
     args = parser.parse_args(argv)
     if args.threads:
         _pin_threads(args.threads)
@@ -226,6 +241,7 @@ def main(argv=None):
     import numpy as np
 
     from bench.__main__ import SIZES
+    from bench.busy import busy, describe
     from bench.peers import installed_peers
 
     cells = [c for c in args.cells.split(",") if c]
@@ -235,11 +251,14 @@ def main(argv=None):
         bad = [g for g in got if g not in known]
         if bad:
             parser.error(f"unknown {label}(s) {', '.join(bad)}; known: {', '.join(known)}")
+    if args.busy < 0 or args.busy >= (os.cpu_count() or 1):
+        parser.error(f"--busy {args.busy}: keep at least one of the {os.cpu_count()} cores free, and at least 0 busy")
     peers = installed_peers(args.peers)
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-          f"NumPy {np.__version__}; threads: {args.threads or 'default'}")
+          f"NumPy {np.__version__}; threads: {args.threads or 'default'}; {describe(args.busy)}")
     print(header(peers))
-    bench(cells, sizes, dtypes, args.repeats, peers, args.threads)
+    with busy(args.busy):
+        bench(cells, sizes, dtypes, args.repeats, peers, args.threads)
     return 0
 
 

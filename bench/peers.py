@@ -7,6 +7,7 @@ before it times anything. Peers whose package is missing are reported as unavail
 import numpy as np
 
 import generated
+from generated._support import blas_threads
 
 
 def ours(activation):
@@ -20,12 +21,14 @@ def ours(activation):
 
 
 def gemm_floor(x, h0, V, W, b, G):
-    """Only the matrix products the algorithm cannot avoid, into preallocated arrays, same BLAS as ours."""
+    """Only the matrix products the algorithm cannot avoid, into preallocated arrays, same BLAS as ours, on the
+    threads the kernels' policy picks for ours (generated._support.blas_threads)."""
     T, N, D = x.shape
     H = W.shape[0]
     E = np.empty((T, N, H), dtype=x.dtype)
     tmp = np.empty((N, H), dtype=x.dtype)
 
+    @blas_threads("x", "W")
     def run(x, h0, V, W, b, G):
         np.matmul(x.reshape(T * N, D), V.T, out=E.reshape(T * N, H))  # the input projection
         h_prev = h0
@@ -66,8 +69,7 @@ def torch_rnn(x, h0, V, W, b, G, activation="tanh"):
         def forward():
             return rnn(xt, h0t)[0]
     else:
-        f = {"sigmoid": torch.sigmoid, "gelu": torch.nn.functional.gelu, "mish": torch.nn.functional.mish,
-             "silu": torch.nn.functional.silu, "softplus": torch.nn.functional.softplus}[activation]
+        f = torch_activation(activation)
         params = tuple(torch.tensor(a, requires_grad=True) for a in (V, W, b))
 
         def forward():
@@ -88,6 +90,41 @@ def torch_rnn(x, h0, V, W, b, G, activation="tanh"):
     return run
 
 
+def torch_activation(name):
+    """The catalogue activation ``name`` as a torch function (parameters as in derive/catalogue.py)."""
+    import functools
+
+    import torch
+
+    F = torch.nn.functional
+    table = {"identity": torch.clone, "tanh": torch.tanh, "sigmoid": torch.sigmoid, "relu": torch.relu,
+             "leaky_relu": functools.partial(F.leaky_relu, negative_slope=0.01),
+             "elu": functools.partial(F.elu, alpha=1.0), "selu": F.selu, "softplus": F.softplus,
+             "softsign": F.softsign, "silu": F.silu, "gelu": F.gelu,
+             "gelu_tanh": functools.partial(F.gelu, approximate="tanh"), "mish": F.mish, "sin": torch.sin}
+    if name not in table:
+        raise SystemExit(f"error: no PyTorch peer for activation {name!r}; known: {', '.join(table)}")
+    return table[name]
+
+
+def jax_activation(name):
+    """The catalogue activation ``name`` as a JAX function (parameters as in derive/catalogue.py)."""
+    import functools
+
+    import jax
+    import jax.numpy as jnp
+
+    table = {"identity": jnp.asarray, "tanh": jnp.tanh, "sigmoid": jax.nn.sigmoid, "relu": jax.nn.relu,
+             "leaky_relu": functools.partial(jax.nn.leaky_relu, negative_slope=0.01),
+             "elu": functools.partial(jax.nn.elu, alpha=1.0), "selu": jax.nn.selu, "softplus": jax.nn.softplus,
+             "softsign": jax.nn.soft_sign, "silu": jax.nn.silu,
+             "gelu": functools.partial(jax.nn.gelu, approximate=False),
+             "gelu_tanh": functools.partial(jax.nn.gelu, approximate=True), "mish": jax.nn.mish, "sin": jnp.sin}
+    if name not in table:
+        raise SystemExit(f"error: no JAX peer for activation {name!r}; known: {', '.join(table)}")
+    return table[name]
+
+
 def jax_scan(x, h0, V, W, b, G, activation="tanh"):
     """jax.jit(jax.grad(...)) over lax.scan of the same recurrence."""
     import jax
@@ -95,8 +132,7 @@ def jax_scan(x, h0, V, W, b, G, activation="tanh"):
     jax.config.update("jax_enable_x64", True)
     import jax.numpy as jnp
 
-    f = {"tanh": jnp.tanh, "relu": jax.nn.relu, "sigmoid": jax.nn.sigmoid, "gelu": lambda u: jax.nn.gelu(
-        u, approximate=False), "mish": jax.nn.mish, "silu": jax.nn.silu, "softplus": jax.nn.softplus}[activation]
+    f = jax_activation(activation)
 
     def loss(x, h0, V, W, b, G):
         def step(h, x_t):

@@ -53,8 +53,16 @@ def cell_context(d, header, source_path):
         carry_text=carry, grad_text=grads,
         cache_fields=printer.cache_fields, grads_fields=printer.grads_fields(),
         saved_text=", ".join(s.name for s in kernel.saved) or "nothing else",
-        support_imports=helpers, **printer.sections(),
+        support_imports=helpers, recurrent_weight=_recurrent_weight(shapes, size), **printer.sections(),
     )
+
+
+def _recurrent_weight(shapes, state_sizes):
+    """The parameter that multiplies a state in every step (the first 2-D one whose columns are a state's size;
+    else the first 2-D parameter): the BLAS thread policy sizes the kernel's products by it."""
+    weights = [a for a, labels in shapes.items() if len(labels) == 2 and labels[0] != "N"]
+    sizes = {str(s) for s in state_sizes.values()}
+    return next((a for a in weights if shapes[a][1] in sizes), weights[0])
 
 
 def _wrap(words, width=116):

@@ -85,6 +85,7 @@ import numpy as np
 
 from generated._cell_support import (check_arguments, check_final, check_gradient, check_step, diagonal_block,
                                      matrix_block)
+from generated._support import blas_threads
 from generated._support import sigmoid
 
 NAME = "lstm"
@@ -117,6 +118,7 @@ Grads = namedtuple("Grads", "dx dh0 dc0 dweight_ih dweight_hh dbias_ih dbias_hh"
 Grads.__doc__ = """Gradients of the loss, one per argument of forward, each of that argument's shape."""
 
 
+@blas_threads("x", "weight_hh")
 def forward(x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh):
     """Run the cell over x: returns h (T, N, H), holding h_1..h_T, and the cache
     for ``backward`` (the other states' sequences are in it: cache.<state>).
@@ -171,6 +173,7 @@ def forward(x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh):
                          _o_seq)
 
 
+@blas_threads("x", "weight_hh")
 def backward(dh, cache, dfinal=None):
     """Backpropagation through time: dh (T, N, H) is dL/dh_t for every t, from any loss;
     dfinal optionally holds dL/d(state_T) of the final states (see check_final). Returns Grads.

@@ -52,6 +52,7 @@ import numpy as np
 
 from generated._cell_support import (check_arguments, check_final, check_gradient, check_step, diagonal_block,
                                      matrix_block)
+from generated._support import blas_threads
 from generated._support import sigmoid
 
 NAME = "mgu"
@@ -79,6 +80,7 @@ Grads = namedtuple("Grads", "dx dh0 dweight_ih dweight_hh dbias")
 Grads.__doc__ = """Gradients of the loss, one per argument of forward, each of that argument's shape."""
 
 
+@blas_threads("x", "weight_hh")
 def forward(x, h0, weight_ih, weight_hh, bias):
     """Run the cell over x: returns h (T, N, H), holding h_1..h_T, and the cache
     for ``backward`` (the other states' sequences are in it: cache.<state>).
@@ -115,6 +117,7 @@ def forward(x, h0, weight_ih, weight_hh, bias):
     return _h_seq, Cache(x, h0, weight_ih, weight_hh, bias, _h_seq, _f_seq, _n_seq, _W_hn_h_seq)
 
 
+@blas_threads("x", "weight_hh")
 def backward(dh, cache, dfinal=None):
     """Backpropagation through time: dh (T, N, H) is dL/dh_t for every t, from any loss;
     dfinal optionally holds dL/d(state_T) of the final states (see check_final). Returns Grads.

@@ -31,8 +31,8 @@ so V x_t is computed as x[t] @ V.T. float32 and float64 are kept as given.
 """
 import numpy as np
 
-from generated._support import (Cache, Grads, check_backward, check_forward, check_kept, check_products_bytes,
-                                check_span, check_time, numba, use_numba, sigmoid)
+from generated._support import (Cache, Grads, blas_threads, check_backward, check_forward, check_kept,
+                                check_products_bytes, check_span, check_time, numba, use_numba, sigmoid)
 
 if numba is not None:
     from generated._support import sigmoid_scalar
@@ -78,6 +78,7 @@ def activation_and_derivative(E, h=None, d=None):
     return h, d
 
 
+@blas_threads("x", "W")  # NumPy's BLAS on the cores that other processes leave free
 def forward(x, h0, V, W, b, for_backward=True):
     """Run the RNN over x: returns h (T, N, H), holding h_1..h_T, and the cache for ``backward``.
 
@@ -111,6 +112,7 @@ def forward(x, h0, V, W, b, for_backward=True):
     return h, Cache(x, h0, V, W, b, h, E if for_backward else None)
 
 
+@blas_threads("x", "W")  # NumPy's BLAS on the cores that other processes leave free
 def backward(dh, cache):
     """Backpropagation through time: dh (T, N, H) is dL/dh_t for every t, from any loss.
 

@@ -13,7 +13,7 @@ def test_benchmark_runs_at_tiny_size(capsys):
     out = io.StringIO()
     rows = bench(["tiny"], [np.float64], ["tanh"], repeats=1, peers=peers, out=out)
     assert len(rows) == 1 and set(rows[0][3]) == {"ours", "floor", *peers}
-    assert "tanh     tiny    float64" in out.getvalue()
+    assert "tanh       tiny    float64" in out.getvalue()
     assert main(["--sizes", "tiny", "--dtypes", "float32", "--repeats", "1"]) == 0
     assert "ours/best" in capsys.readouterr().out
 
@@ -77,3 +77,145 @@ def test_an_unknown_peer_is_named_not_a_traceback():
 
     with pytest.raises(SystemExit, match="unknown peer.*nosuch.*known: pytorch, jax"):
         installed_peers("pytorch,nosuch")
+
+
+# --- the busy neighbour, every activation, the README's tables ----------------------------------------------------
+
+@pytest.fixture
+def spinners(monkeypatch):
+    """Every busy-neighbour process the benchmark starts, recorded."""
+    import subprocess
+
+    from bench import busy
+
+    started = []
+
+    class Recorded(subprocess.Popen):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            started.append(self)
+
+    monkeypatch.setattr(busy.subprocess, "Popen", Recorded)
+    return started
+
+
+def test_busy_mode_runs_a_spinner_and_stops_it(spinners, capsys):
+    assert main(["--sizes", "tiny", "--dtypes", "float64", "--repeats", "1", "--peers=", "--busy"]) == 0
+    assert len(spinners) == 1 and spinners[0].poll() is not None
+    assert "1 process(es) spinning" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("error", [RuntimeError("a peer failed"), KeyboardInterrupt()])
+def test_busy_mode_stops_the_spinner_when_the_benchmark_fails(spinners, monkeypatch, error):
+    import bench.__main__ as bench_main
+
+    seen = []
+
+    def failing(*args, **kwargs):
+        seen.append(spinners[0].poll())  # running while the benchmark runs
+        raise error
+
+    monkeypatch.setattr(bench_main, "bench", failing)
+    with pytest.raises(type(error)):
+        main(["--sizes", "tiny", "--peers=", "--busy"])
+    assert seen == [None] and len(spinners) == 1 and spinners[0].poll() is not None
+
+
+def test_the_cell_benchmark_stops_its_spinner_too(spinners, monkeypatch):
+    from bench import cells
+
+    def failing(*args, **kwargs):
+        raise RuntimeError("a cell failed")
+
+    monkeypatch.setattr(cells, "bench", failing)
+    with pytest.raises(RuntimeError, match="a cell failed"):
+        cells.main(["--cells", "lstm", "--sizes", "tiny", "--peers=", "--busy"])
+    assert len(spinners) == 1 and spinners[0].poll() is not None
+
+
+def test_a_spinner_exits_when_the_benchmark_is_killed(tmp_path):
+    """SIGKILL runs no cleanup: the spinner must notice that its parent is gone and exit by itself."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    code = ("import time; from bench.busy import busy\n"
+            "with busy(1) as s:\n    print(s[0].pid, flush=True)\n    time.sleep(120)\n")
+    parent = subprocess.Popen([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1],
+                              stdout=subprocess.PIPE, text=True)
+    spinner = int(parent.stdout.readline())
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+
+    def gone():
+        try:
+            state = Path(f"/proc/{spinner}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (FileNotFoundError, ProcessLookupError):
+            return True
+        return state == "Z"  # exited, waiting for init to reap it
+
+    for _ in range(100):  # up to 10 s; it checks its parent every ~5 ms
+        if gone():
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(spinner, signal.SIGKILL)
+        raise AssertionError("the spinner outlived the killed benchmark")
+
+
+def test_all_activations_parse_and_an_unknown_one_is_named(capsys):
+    import generated
+    from bench.__main__ import parse_activations
+
+    names = parse_activations("all")
+    assert len(names) == 14 and names[:2] == ["identity", "tanh"] and set(names) <= set(generated.ACTIVATIONS)
+    assert parse_activations("tanh,gelu") == ["tanh", "gelu"]
+    with pytest.raises(SystemExit):
+        main(["--activations", "tanh,nosuch"])
+    assert "unknown activation(s) nosuch" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["identity", "leaky_relu", "elu", "selu", "softsign", "gelu_tanh", "sin"])
+def test_every_activation_has_peers_that_agree_with_ours(name):
+    from bench.peers import PEERS
+
+    args = problem(*SIZES["tiny"], np.float64)
+    want = ours(name)(*args)
+    for peer in [p for p in ("pytorch", "jax") if available(p)]:
+        check_agree(peer, PEERS[peer](*args, activation=name)(*args), want, np.float64)
+
+
+def test_markdown_tables():
+    from bench.__main__ import markdown
+
+    rows = [("tanh", "tiny", "float64", {"ours": 1e-3, "pytorch": 4e-3, "jax": 2e-3, "floor": 5e-4}),
+            ("gelu", "tiny", "float64", {"ours": 3e-3, "pytorch": 4e-3, "jax": 2e-3})]
+    assert markdown(rows, ["pytorch", "jax"], "Title") == (
+        "Title\n\n"
+        "PyTorch: nn.RNN for tanh and relu, a loop of torch ops for the others; JAX: jit(grad(scan)); floor: only "
+        "the matrix products, same BLAS as ours\n\n"
+        "| activation | size | dtype | ours (ms) | PyTorch (ms) | JAX (ms) | floor (ms) | ours / best peer | "
+        "ours / floor |\n"
+        "|---|---|---|---|---|---|---|---|---|\n"
+        "| tanh | tiny | float64 | 1.00 | 4.00 | 2.00 | 0.50 | 0.50 | 2.00 |\n"
+        "\n"
+        "ours / the faster peer (below 1: ours is faster)\n\n"
+        "| activation | tiny float64 |\n"
+        "|---|---|\n"
+        "| tanh | 0.50 |\n"
+        "| gelu | 1.50 |\n")
+
+
+def test_a_kinked_activation_in_float32_tolerates_one_flipped_branch_but_not_a_wrong_peer():
+    args = problem(*SIZES["tiny"], np.float32)
+    good = ours("relu")(*args)
+    flipped = (good[0] * (1 + 4e-3), *good[1:])  # as one E_t on the other side of the kink did at large
+    check_agree("relu peer", flipped, good, np.float32, kinked=True)
+    with pytest.raises(AssertionError, match="dx"):
+        check_agree("tanh peer", flipped, good, np.float32)
+    wrong = (good[0], good[1], good[2] * 1.1, *good[3:])  # a wrong slope or layout: off everywhere
+    with pytest.raises(AssertionError, match="dV"):
+        check_agree("relu peer", wrong, good, np.float32, kinked=True)
