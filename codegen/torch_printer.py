@@ -52,6 +52,15 @@ class DeviceTorchPrinter(TorchPrinter):
     def _print_ndtr(self, expr):
         return f"torch.special.ndtr({self._print(expr.args[0])})"
 
+    def _print_Heaviside(self, expr):
+        # only as codegen.passes.shared_sigmoids writes it, max(z, [u >= 0]): a boolean tensor, which torch.maximum
+        # promotes to 0/1 in z's dtype (as np.maximum does in the NumPy target)
+        u, at_zero = expr.args
+        assert at_zero == 1, expr
+        if u.could_extract_minus_sign():  # [-u >= 0] as (u <= 0): no negation pass
+            return f"({self._print(-u)} <= 0)"
+        return f"({self._print(u)} >= 0)"
+
     def _print_Max(self, expr):
         return self._clamp(expr, "min", "torch.maximum")
 
