@@ -3,8 +3,9 @@
 """The generated RNN kernels, one module per activation: ``load(name)`` returns it.
 
 Every module has the same API: forward, backward, step_forward, step_backward, jacobian, jacobian_products,
-pushforward, pullback, derivatives, activation, activation_derivative; and the constants NAME, EXPRESSION,
-DERIVATIVE, DERIVATIVE_FROM_OUTPUT, USES_OUTPUT, GAMMA, KINKS, BACKEND and NUMBA_MAX_WORK.
+pushforward, pullback, derivatives, activation, activation_derivative, activation_and_derivative; and the
+constants NAME, EXPRESSION, DERIVATIVE, DERIVATIVE_FROM_OUTPUT, USES_OUTPUT, GAMMA, KINKS, BACKEND and
+NUMBA_MAX_WORK.
 """
 import importlib
 import os

@@ -33,7 +33,9 @@ def sigmoid(u, out=None):
     is slower from a few thousand elements on (a kernel step is N*H of them).
     """
     u = np.asarray(u)
-    z = np.abs(u)
+    if u.dtype.kind != "f":  # integers and booleans: in float64, as np.exp would give
+        u = u.astype(np.float64)
+    z = np.abs(u, out=np.empty_like(u))  # an array even where u is 0-d (np.abs would give a scalar there)
     np.negative(z, out=z)
     np.exp(z, out=z)  # exp(-|u|) <= 1
     numerator = np.maximum(z, u >= 0)
@@ -116,7 +118,7 @@ BLAS_THREADED_MIN_WORK = 2**16  # M*N*K of a kernel's largest product at or belo
 # anyway (tiny's largest, 51200, timed the same at 1 and 2 threads): the policy is then skipped, costing nothing
 BLAS_LOAD_INTERVAL = 0.2  # seconds: how often the load of other processes is looked at again (/proc/stat counts in
 # 10 ms ticks, so shorter windows would be mostly rounding)
-BLAS_FREE_MARGIN = 0.25  # a core counts as free when other processes used at most 75 % of it: a thread on a core
+BLAS_FREE_MARGIN = 0.25  # a core counts as free when other processes used at most 25 % of it: a thread on a core
 # shared half and half already runs at the busy neighbour's pace
 
 

@@ -157,6 +157,27 @@ def test_support_sigmoid_is_stable_and_writes_in_place():
     np.testing.assert_array_equal(v, expected)
 
 
+@pytest.mark.parametrize("name", ["sigmoid", "silu", "gelu_tanh", "mish"])
+def test_activations_take_0d_arrays_numpy_scalars_and_integers(name):
+    """activation and activation_and_derivative of a 0-d array or a NumPy scalar (the in-place sigmoid once raised
+    'return arrays must be of ArrayType' there), and of integers (computed in float64, as np.exp would)."""
+    import generated
+    from generated._support import sigmoid as sig
+
+    module = generated.load(name)
+    whole = module.activation(np.array([0.5, -3.0]))
+    for value, dtype in ((np.asarray(0.5), np.float64), (np.float32(0.5), np.float32), (np.float64(0.5), np.float64)):
+        h = module.activation(value)
+        assert np.asarray(h).shape == () and np.asarray(h).dtype == dtype
+        np.testing.assert_allclose(float(h), whole[0], rtol=4 * np.finfo(dtype).eps)
+        h2, d = module.activation_and_derivative(np.asarray(value))
+        np.testing.assert_allclose(float(h2), whole[0], rtol=4 * np.finfo(dtype).eps)
+        assert np.isfinite(float(d))
+    ints = sig(np.array([0, 2, -3]))
+    assert ints.dtype == np.float64
+    np.testing.assert_allclose(ints, [0.5, 1 / (1 + np.exp(-2.0)), 1 / (1 + np.exp(3.0))], rtol=2e-16)
+
+
 # --- printer rules: expression in, exact text out ---------------------------------------------------------------------
 
 @pytest.mark.parametrize("expr, expected", [
