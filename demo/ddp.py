@@ -90,6 +90,7 @@ def main(argv=None):
             print(f"step {i:5d}  loss {smooth:.3f}  {i * args.seq * args.batch / seconds:,.0f} characters/s "
                   f"({world} process{'es' if world > 1 else ''}, {device.type})", flush=True)
     if distributed:
+        torch.distributed.barrier()  # tear gloo down together: a rank leaving first can abort its peer's teardown
         torch.distributed.destroy_process_group()
     return 0
 

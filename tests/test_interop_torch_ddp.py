@@ -41,6 +41,9 @@ def _worker(rank, world, kind, store, results):
         _loss(model, x[:, part], target[:, part]).backward()
         grads = {name: p.grad for name, p in model.module.named_parameters()}
         torch.save(grads, f"{results}.{rank}")
+        # both ranks reach the teardown together: a rank that tears gloo down while its peer still has the
+        # connection open was once aborted ("terminate called without an active exception", SIGABRT) under load
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
