@@ -41,6 +41,7 @@ def _worker(rank, world, kind, store, results):
         _loss(model, x[:, part], target[:, part]).backward()
         grads = {name: p.grad for name, p in model.module.named_parameters()}
         torch.save(grads, f"{results}.{rank}")
+        del model, grads  # DDP's reducer holds the process group: release it before the group is destroyed
         # both ranks reach the teardown together: a rank that tears gloo down while its peer still has the
         # connection open was once aborted ("terminate called without an active exception", SIGABRT) under load
         dist.barrier()
