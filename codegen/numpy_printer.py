@@ -5,14 +5,16 @@ Overrides of SymPy's NumPyPrinter, each for one reason:
 - ``sigmoid``, ``softplus``, ``erf``, ``erfc``, ``ndtr``: stable forms (``sigmoid``, ``erf``, ``erfc`` and ``ndtr``
   come from ``generated/_support.py``; softplus is ``np.logaddexp(0, u)``, which never overflows); ``expm1`` and
   ``log1p`` (put there by ``codegen.passes.stable_forms``) are NumPy's own;
-- ``Piecewise`` as nested ``np.where`` instead of ``np.select`` (cheaper, and ``select`` needs a default);
+- ``Piecewise`` (what ``codegen.passes.piecewise_arithmetic`` leaves of it) as nested ``np.where`` instead of
+  ``np.select`` (cheaper, and ``select`` needs a default); its ``indicator`` as a comparison into an array of the
+  argument's dtype;
   ``ScalarKernelPrinter`` prints it as a conditional expression for the compiled (Numba) loops;
 - ``Float`` as the shortest literal that round-trips, ``x**-1`` as a division, ``Abs`` as ``np.abs``.
 """
 import sympy as sp
 from sympy.printing.numpy import NumPyPrinter
 
-from codegen.passes import ndtr, prepare, prepare_scalar, share_saturated, shared_sigmoids
+from codegen.passes import indicator, ndtr, prepare, prepare_scalar, share_saturated, shared_sigmoids
 from derive.functions import sigmoid, softplus
 
 MAX_PRODUCT_POWER = 8  # u**n with 3 <= |n| <= 8 is printed as a product (rounding: n - 1 products, each 1/2 ulp)
@@ -79,6 +81,16 @@ class KernelPrinter(NumPyPrinter):
 
     def _print_Abs(self, expr):
         return f"np.abs({self._print(expr.args[0])})"
+
+    COMPARE = {">": "greater", ">=": "greater_equal", "<": "less", "<=": "less_equal"}
+
+    def _print_indicator(self, expr):
+        # [u <= c] written by the comparison ufunc straight into an array of u's dtype as 0 or 1 (a boolean array times
+        # a Python float would be float64); [not c] as 1 - [c], so NaN gives 1 (np.greater(u, c) would give 0)
+        u, edge, op, holds = expr.args
+        u = self._print(u)
+        mask = f"np.{self.COMPARE[indicator.OPS[op]]}({u}, {self._print(edge)}, out=np.empty_like({u}))"
+        return mask if holds else f"(1 - {mask})"
 
     def _print_Heaviside(self, expr):
         # only as codegen.passes.shared_sigmoids writes it, [u >= 0]: a boolean array, which np.maximum takes as 0/1

@@ -8,7 +8,7 @@ passes as the NumPy printer (``codegen.passes.prepare``: float constants, clampe
 import sympy as sp
 from sympy.printing.pytorch import TorchPrinter
 
-from codegen.passes import prepare
+from codegen.passes import indicator, prepare
 from derive.parse import X as x_symbol
 
 E_symbol = sp.Symbol("E", real=True)
@@ -51,6 +51,13 @@ class DeviceTorchPrinter(TorchPrinter):
 
     def _print_ndtr(self, expr):
         return f"torch.special.ndtr({self._print(expr.args[0])})"
+
+    def _print_indicator(self, expr):
+        # codegen.passes.piecewise_arithmetic's [c] (or [not c]: NaN gives 1) as 0/1 in the dtype of c's tensor
+        u, edge, op, holds = expr.args
+        u = self._print(u)
+        mask = f"({u} {indicator.OPS[op]} {self._print(edge)})"
+        return f"{mask}.to({u}.dtype)" if holds else f"(~{mask}).to({u}.dtype)"
 
     def _print_Heaviside(self, expr):
         # only as codegen.passes.shared_sigmoids writes it, max(z, [u >= 0]): a boolean tensor, which torch.maximum

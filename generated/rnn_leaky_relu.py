@@ -49,14 +49,14 @@ KINKS = (0.0,)  # where f' jumps: finite differences must stay clear
 def activation(E, out=None):
     """h = f(E), elementwise (f as in EXPRESSION); into ``out`` when given (it may be E itself)."""
     if out is None:
-        return np.asarray(np.where((E > 0), E, 0.01*E), dtype=E.dtype)
-    out[...] = np.where((E > 0), E, 0.01*E)
+        return np.asarray(np.maximum(E, 0.01*E), dtype=E.dtype)
+    np.maximum(E, 0.01*E, out=out)
     return out
 
 
 def activation_derivative(h):
     """f'(E_t) from the output h_t = f(E_t), as in DERIVATIVE_FROM_OUTPUT, elementwise."""
-    return np.asarray(np.where((h <= 0), 0.01, 1), dtype=h.dtype)
+    return np.asarray((1 - np.less_equal(h, 0, out=np.empty_like(h))) + 0.01*np.less_equal(h, 0, out=np.empty_like(h)), dtype=h.dtype)
 
 
 def activation_and_derivative(E, h=None, d=None):
@@ -94,7 +94,7 @@ def forward(x, h0, V, W, b, for_backward=True):
     for E_t, h_t in zip(E, h):  # views of step t (the same array when E is h)
         np.matmul(h_prev, W_T, out=W_h)  # W h_{t-1}, rows as batch
         E_t += W_h  # E_t = V x_t + W h_{t-1} + b_h
-        activation(E_t, out=h_t)  # h_t = f(E_t)
+        np.maximum(E_t, 0.01*E_t, out=h_t)  # h_t = f(E_t)
         h_prev = h_t
     return h, Cache(x, h0, V, W, b, h, None)
 

@@ -56,7 +56,7 @@ def activation(E, out=None):
 
 def activation_derivative(h):
     """f'(E_t) from the output h_t = f(E_t), as in DERIVATIVE_FROM_OUTPUT, elementwise."""
-    return np.asarray(np.where((h <= 0), 0, 1), dtype=h.dtype)
+    return np.asarray((1 - np.less_equal(h, 0, out=np.empty_like(h))), dtype=h.dtype)
 
 
 def activation_and_derivative(E, h=None, d=None):

@@ -51,14 +51,14 @@ KINKS = (0.0,)  # where f' jumps: finite differences must stay clear
 def activation(E, out=None):
     """h = f(E), elementwise (f as in EXPRESSION); into ``out`` when given (it may be E itself)."""
     if out is None:
-        return np.asarray(np.where((E > 0), 1.0507009873554805*E, 1.7580993408473768*np.expm1(np.minimum(0, E))), dtype=E.dtype)
-    out[...] = np.where((E > 0), 1.0507009873554805*E, 1.7580993408473768*np.expm1(np.minimum(0, E)))
+        return np.asarray(1.7580993408473768*np.expm1(np.minimum(0, E)) + 1.0507009873554805*np.maximum(0, E), dtype=E.dtype)
+    np.add(1.0507009873554805*np.maximum(0, E), 1.7580993408473768*np.expm1(np.minimum(0, E)), out=out)
     return out
 
 
 def activation_derivative(h):
     """f'(E_t) from the output h_t = f(E_t), as in DERIVATIVE_FROM_OUTPUT, elementwise."""
-    return np.asarray(np.where((h > 0), 1.0507009873554805, h + 1.7580993408473768), dtype=h.dtype)
+    return np.asarray((np.minimum(0, h) + 1.7580993408473768)*(1 - np.greater(h, 0, out=np.empty_like(h))) + 1.0507009873554805*np.greater(h, 0, out=np.empty_like(h)), dtype=h.dtype)
 
 
 def activation_and_derivative(E, h=None, d=None):
@@ -96,7 +96,7 @@ def forward(x, h0, V, W, b, for_backward=True):
     for E_t, h_t in zip(E, h):  # views of step t (the same array when E is h)
         np.matmul(h_prev, W_T, out=W_h)  # W h_{t-1}, rows as batch
         E_t += W_h  # E_t = V x_t + W h_{t-1} + b_h
-        activation(E_t, out=h_t)  # h_t = (1.0507009873554805*E_t if E_t > 0 else 1.7580993408473768*exp(E_t) - 1.7580993408473768)
+        np.add(1.0507009873554805*np.maximum(0, E_t), 1.7580993408473768*np.expm1(np.minimum(0, E_t)), out=h_t)  # h_t = (1.0507009873554805*E_t if E_t > 0 else 1.7580993408473768*exp(E_t) - 1.7580993408473768)
         h_prev = h_t
     return h, Cache(x, h0, V, W, b, h, None)
 

@@ -97,8 +97,11 @@ def test_a_changed_description_changes_the_printed_kernel():
     flipped = dataclasses.replace(k, step_product=dataclasses.replace(
         k.step_product, value=MatMul("h_prev", False, "W", False, "one")))
     assert "    np.matmul(h_prev, W, out=W_h)  # W h_{t-1}, rows as batch" in RnnPrinter(flipped).forward()
-    elu = RnnPrinter(lower_rnn(derive(_entry("elu")))).forward()
-    assert "    activation(E_t, out=h_t)  # h_t = f(E_t)" in elu  # np.where cannot write into h_t
+    import sympy as sp
+    from derive.parse import X as x
+    three = Activation("three_pieces", sp.Piecewise((x, x > 1), (x / 2, x > -1), (x / 4 - sp.Rational(1, 4), True)))
+    printed = RnnPrinter(lower_rnn(derive(three))).forward()
+    assert "    activation(E_t, out=h_t)  # h_t = f(E_t)" in printed  # np.where cannot write into h_t
     relu = RnnPrinter(lower_rnn(derive(_entry("relu")))).forward()
     assert "    np.maximum(0, E_t, out=h_t)  # h_t = f(E_t)" in relu  # one call, no function call around it
 
