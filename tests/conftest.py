@@ -22,6 +22,25 @@ def module(request):
     return generated.load(request.param)
 
 
+TARGETS = ("numpy", "numba")
+
+
+@pytest.fixture(params=[(name, target) for name in generated.ACTIVATIONS for target in TARGETS],
+                ids=lambda p: f"{p[0]}-{p[1]}")
+def kernel(request):
+    """Each generated module with each target forced (ids ``tanh-numpy``, ``tanh-numba``): the test runs that target
+    whatever its problem size, instead of the size-based dispatch (which sends the small problems of tests to Numba
+    where it is installed). The Numba target is skipped, saying so, where Numba is not installed."""
+    name, target = request.param
+    module = generated.load(name)
+    if target == "numba" and module.numba is None:
+        pytest.skip("Numba (the fast extra) is not installed: the compiled target is not tested")
+    saved = module.BACKEND
+    module.BACKEND = target
+    yield module
+    module.BACKEND = saved
+
+
 def rnn_inputs(T, N, D, H, dtype=np.float64, seed=0, scale=0.5):
     """Random (x, h0, V, W, b) with modest weights, so that the recurrence neither saturates nor explodes."""
     rng = np.random.default_rng(seed)

@@ -15,15 +15,15 @@ from verify import gradcheck
 BOUND = 1e-6
 
 
-def test_gradcheck_projection(module):
-    args = off_kink_inputs(module, T=6, N=3, D=4, H=5)
-    errors = gradcheck(module, *args, mode="projection", directions=4)
+def test_gradcheck_projection(kernel):
+    args = off_kink_inputs(kernel, T=6, N=3, D=4, H=5)
+    errors = gradcheck(kernel, *args, mode="projection", directions=4)
     assert max(errors.values()) < BOUND, errors
 
 
-def test_gradcheck_entries(module):
-    args = off_kink_inputs(module, T=5, N=2, D=2, H=3, seed=100)
-    errors = gradcheck(module, *args, mode="entries")
+def test_gradcheck_entries(kernel):
+    args = off_kink_inputs(kernel, T=5, N=2, D=2, H=3, seed=100)
+    errors = gradcheck(kernel, *args, mode="entries")
     assert max(errors.values()) < BOUND, errors
 
 
@@ -63,8 +63,12 @@ def min_char_rnn_reference(x, h0, V, W, b, dh):
     return np.stack([hs[t] for t in range(T)]), (dx, dhnext, dV, dW, db)
 
 
-def test_tanh_matches_min_char_rnn_loop():
+@pytest.mark.parametrize("target", ["numpy", "numba"])
+def test_tanh_matches_min_char_rnn_loop(target, monkeypatch):
     tanh = generated.load("tanh")
+    if target == "numba" and tanh.numba is None:
+        pytest.skip("Numba (the fast extra) is not installed: the compiled target is not tested")
+    monkeypatch.setattr(tanh, "BACKEND", target)
     args = rnn_inputs(T=12, N=4, D=6, H=7, seed=3)
     dh = np.random.default_rng(4).standard_normal((12, 4, 7))
     h, cache = tanh.forward(*args)
@@ -76,13 +80,13 @@ def test_tanh_matches_min_char_rnn_loop():
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_dtype_is_kept(module, dtype):
+def test_dtype_is_kept(kernel, dtype):
     args = rnn_inputs(4, 2, 3, 5, dtype=dtype)
-    h, cache = module.forward(*args)
-    grads = module.backward(np.ones_like(h), cache)
+    h, cache = kernel.forward(*args)
+    grads = kernel.backward(np.ones_like(h), cache)
     assert h.dtype == dtype
     assert all(g.dtype == dtype for g in grads), [g.dtype for g in grads]
-    assert module.jacobian(cache, 2).dtype == dtype
+    assert kernel.jacobian(cache, 2).dtype == dtype
 
 
 def test_shapes(module):
@@ -95,26 +99,26 @@ def test_shapes(module):
     assert module.jacobian(cache, 1).shape == (N, H, H)
 
 
-def test_backward_leaves_the_cache_intact(module):
-    h, cache = module.forward(*rnn_inputs(4, 2, 3, 5))
+def test_backward_leaves_the_cache_intact(kernel):
+    h, cache = kernel.forward(*rnn_inputs(4, 2, 3, 5))
     saved = [None if a is None else a.copy() for a in cache]
-    module.backward(np.ones_like(h), cache)
+    kernel.backward(np.ones_like(h), cache)
     for before, after in zip(saved, cache):
         assert (before is None and after is None) or np.array_equal(before, after)
 
 
-def test_step_functions_agree_with_the_sequence(module):
+def test_step_functions_agree_with_the_sequence(kernel):
     x, h0, V, W, b = rnn_inputs(3, 2, 3, 4, seed=5)
-    h, cache = module.forward(x, h0, V, W, b)
+    h, cache = kernel.forward(x, h0, V, W, b)
     h_prev = h0
     for t in range(3):
-        h_t, _ = module.step_forward(x[t], h_prev, V, W, b)
+        h_t, _ = kernel.step_forward(x[t], h_prev, V, W, b)
         np.testing.assert_allclose(h_t, h[t], rtol=1e-13, atol=1e-15)
         h_prev = h_t
     dh_t = np.random.default_rng(6).standard_normal((2, 4))
-    h1, c1 = module.step_forward(x[0], h0, V, W, b)
-    g1 = module.step_backward(dh_t, c1)
-    gs = module.backward(dh_t[None], module.forward(x[:1], h0, V, W, b)[1])
+    h1, c1 = kernel.step_forward(x[0], h0, V, W, b)
+    g1 = kernel.step_backward(dh_t, c1)
+    gs = kernel.backward(dh_t[None], kernel.forward(x[:1], h0, V, W, b)[1])
     np.testing.assert_allclose(g1.dx, gs.dx[0])
     np.testing.assert_allclose(g1.dh0, gs.dh0)
     assert g1.dx.shape == (2, 3)
@@ -186,27 +190,27 @@ def test_typed_mish_equals_catalogue_mish(custom_tree):
     np.testing.assert_allclose(h1, h2, rtol=1e-14)
 
 
-def test_jacobian_products_agree_with_backward(module):
+def test_jacobian_products_agree_with_backward(kernel):
     """Row k of P = dh_t/dh_k pulls u back exactly as backward does for L = <u, h_t> started at h_k (1e-10)."""
     T, N, D, H = 7, 3, 4, 5
     x, h0, V, W, b = rnn_inputs(T, N, D, H, seed=21)
-    h, cache = module.forward(x, h0, V, W, b)
+    h, cache = kernel.forward(x, h0, V, W, b)
     u = np.random.default_rng(22).standard_normal((N, H))
     t = 6
-    P = module.jacobian_products(cache, t)
+    P = kernel.jacobian_products(cache, t)
     assert P.shape == (t, N, H, H)
     for k in range(t):
         h_k = h0 if k == 0 else h[k - 1]
-        _, tail = module.forward(x[k:t], h_k, V, W, b)
+        _, tail = kernel.forward(x[k:t], h_k, V, W, b)
         dh = np.zeros((t - k, N, H))
         dh[-1] = u
-        expected = module.backward(dh, tail).dh0
+        expected = kernel.backward(dh, tail).dh0
         scale = np.max(np.abs(expected))
         assert np.max(np.abs(np.einsum("ni,nij->nj", u, P[k]) - expected)) <= 1e-10 * scale
-        assert np.max(np.abs(module.pullback(cache, u, t, k) - expected)) <= 1e-10 * scale
+        assert np.max(np.abs(kernel.pullback(cache, u, t, k) - expected)) <= 1e-10 * scale
     v = np.random.default_rng(23).standard_normal((N, H))
     for k in range(t):
-        pushed = module.pushforward(cache, v, k, t)
+        pushed = kernel.pushforward(cache, v, k, t)
         direct = np.einsum("nij,nj->ni", P[k], v)
         assert np.max(np.abs(pushed - direct)) <= 1e-10 * np.max(np.abs(direct))
 
