@@ -8,6 +8,7 @@ constants NAME, EXPRESSION, DERIVATIVE, DERIVATIVE_FROM_OUTPUT, USES_OUTPUT, GAM
 NUMBA_MAX_WORK.
 """
 import importlib
+import importlib.util
 import os
 import re
 import sys
@@ -73,11 +74,14 @@ __all__ = ["ACTIVATIONS", "CELLS", "FORMAT", "Cache", "Grads", "StaleModuleError
 
 def _load_user(module, path):
     """The user module ``module`` (its file ``path`` in the data folder), once its recorded FORMAT is checked:
-    a stale one is refused before any of its code runs."""
+    a stale one is refused before any of its code runs. A file replaced since it was imported (``remove`` then
+    ``add`` of the same name in this process) is checked and imported again."""
     qualified = f"{__name__}.{module}"
-    if qualified in sys.modules:  # checked when first imported
-        return sys.modules[qualified]
     try:
+        stamp = _stamp(path)  # taken before the text is read: a file replaced in between is read again next time
+        loaded = sys.modules.get(qualified)
+        if loaded is not None and getattr(loaded, "_FILE_STAMP", None) == stamp:
+            return loaded
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
         raise StaleModuleError(_stale_message(module, path, f"it cannot be read ({error})")) from None
@@ -87,12 +91,26 @@ def _load_user(module, path):
     if recorded.group(1) != FORMAT:
         raise StaleModuleError(_stale_message(
             module, path, f"it records FORMAT {recorded.group(1)[:12]}..., this installation's is {FORMAT[:12]}..."))
+    if loaded is not None:  # replaced: its bytecode may carry the old file's second and size, so it goes too
+        del sys.modules[qualified]
+        try:
+            os.unlink(importlib.util.cache_from_source(str(path)))
+        except OSError:
+            pass
     try:
-        return importlib.import_module(qualified)
+        loaded = importlib.import_module(qualified)
     except (ImportError, AttributeError, NameError) as error:  # the same FORMAT and still failing: say so plainly
         sys.modules.pop(qualified, None)
         raise StaleModuleError(_stale_message(module, path, f"importing it fails ({type(error).__name__}: "
                                                             f"{error})")) from None
+    loaded._FILE_STAMP = stamp
+    return loaded
+
+
+def _stamp(path):
+    """What changes when the file at ``path`` is replaced: its inode, size and modification time (ns)."""
+    status = path.stat()
+    return status.st_ino, status.st_size, status.st_mtime_ns
 
 
 def _stale_message(module, path, why):

@@ -1,8 +1,7 @@
 """interop.torch_device.device_cell_kernels keeps the printed kernels of a cell under its definition, not its name:
 a user cell replaced under the same name in one process (remove-cell, add-cell) gets kernels printed from the new
 definition. The device path runs on the CPU here (DeviceCellFunction called directly)."""
-import importlib.util
-import itertools
+import sys
 
 import pytest
 
@@ -21,27 +20,23 @@ param U[H, D]
 param W[H, H]
 h' = {f}(U @ x + W @ h)
 """
-_SERIAL = itertools.count()
 
 
 @pytest.fixture
 def user_cells(tmp_path, monkeypatch):
-    """(add, remove) of a user cell in tmp_path, with the device path reading definitions there and
-    generated.load reading the module add-cell wrote there (the tmp folder is not on the generated package's path,
-    so load is pointed at it: a fresh import of the file each call)."""
+    """(add, remove) of the user cell "tiny" as an installed copy keeps it: its definition in the user cells'
+    folder, its module in the data folder's generated/, where generated.load finds it (the tmp folder is put
+    where an installed copy's data folder would be: generated._USER_FOLDER and the package's __path__)."""
     monkeypatch.setenv("RNN_BPTT_CACHE", str(tmp_path / "kernels"))
     dirs = (tmp_path / "cells", tmp_path / "user_cells")
     dirs[0].mkdir()
     root, user = tmp_path / "generated", tmp_path / "user.json"
     monkeypatch.setattr(derive.cell, "CELL_DIRS", dirs)
-
-    def load(name):
-        spec = importlib.util.spec_from_file_location(f"cell_{name}_{next(_SERIAL)}", root / f"cell_{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
-
-    monkeypatch.setattr(generated, "load", load)
+    monkeypatch.setattr(generated, "_USER_FOLDER", root)
+    monkeypatch.setattr(generated, "_USER_CELLS", ("tiny",))
+    monkeypatch.setattr(generated, "CELLS", generated.CELLS + ("tiny",))
+    monkeypatch.setattr(generated, "__path__", [*generated.__path__, str(root)])
+    monkeypatch.delitem(sys.modules, f"{generated.__name__}.cell_tiny", raising=False)
 
     def add(f):
         source = tmp_path / "tiny.cell"
@@ -51,7 +46,8 @@ def user_cells(tmp_path, monkeypatch):
     def remove():
         _remove_cell("tiny", dirs, root, user, base=())
 
-    return add, remove
+    yield add, remove
+    sys.modules.pop(f"{generated.__name__}.cell_tiny", None)
 
 
 def _run(kernels, numpy_module):

@@ -134,3 +134,20 @@ def test_the_format_is_the_same_after_the_builds_rewrite_of_the_templates_and_ch
     edited = installed / "support.py.jinja"
     edited.write_text(edited.read_text() + "\n")
     assert format_fingerprint(installed, parent="rnn_bptt_derive") != format_fingerprint()
+
+
+def test_a_module_replaced_under_its_name_is_imported_again(data_folder, current):
+    """remove then add of the same name in one process: load gives the new module, checked like the first."""
+    path = data_folder / "cell_tiny.py"
+    path.write_text(current["tiny"])
+    first = generated.load("tiny")
+    replaced = render_cells([derive_cell(parse_cell(TINY.replace("tanh(", "sigmoid(")))])["cell_tiny.py"]
+    path.unlink()
+    path.write_text(replaced)  # as write_tree does it: another file under the same name
+    second = generated.load("tiny")
+    assert second is not first and "sigmoid" in second.EQUATIONS[0] and "tanh" in first.EQUATIONS[0]
+    assert generated.load("tiny") is second  # the same file: no second import
+    path.unlink()
+    path.write_text(_old_format(replaced))
+    with pytest.raises(generated.StaleModuleError, match="records FORMAT 000000000000"):
+        generated.load("tiny")
