@@ -2,6 +2,7 @@
 
 ``render(derivations)`` returns {relative path: text} and writes nothing; ``codegen.write.write_tree`` writes it.
 """
+import hashlib
 import re
 from pathlib import Path
 
@@ -43,6 +44,27 @@ LATEX_ENV = jinja2.Environment(
 NUMBA_MAX_WORK = 8192  # N*H*H; measured crossover of the compiled and NumPy loops (see README, Performance)
 JACOBIAN_MAX_BYTES = "2**30"  # 1 GiB: the default limit of jacobian_products
 WIDE = 62  # characters of typeset math past which an expression is referred to, not written out in a display
+
+
+# The templates that decide what a generated module imports from the support modules and which functions it has.
+# A module rendered from other versions of them (an older install's user module in the per-user data folder) may
+# import names that no longer exist or lack what the front ends call: their digest is written into every module
+# and into generated/__init__.py, whose load() refuses a user module that records another (or none).
+FORMAT_TEMPLATES = ("cell_module.py.jinja", "cell_support.py.jinja", "rnn_module.py.jinja", "support.py.jinja")
+# the package above codegen: none in the checkout, rnn_bptt_derive when installed
+_PARENT = __package__.rpartition(".")[0]
+
+
+def format_fingerprint(templates=TEMPLATES, parent=_PARENT):
+    """SHA-256 (hex) of FORMAT_TEMPLATES in the folder ``templates``: the same in the checkout and in an installed
+    copy, whose build prefixes the templates' import lines with ``parent`` (undone here before hashing)."""
+    digest = hashlib.sha256()
+    for name in FORMAT_TEMPLATES:
+        text = (Path(templates) / name).read_text(encoding="utf-8")
+        if parent:
+            text = re.sub(rf"^([ \t]*from[ \t]+){re.escape(parent)}\.", r"\1", text, flags=re.M)
+        digest.update(f"{name} {len(text)}\n{text}".encode("utf-8"))
+    return digest.hexdigest()
 
 
 def header(template, comment="#"):
@@ -90,7 +112,7 @@ def module_context(d):
         gamma_note = " (exact)" if s.gamma_exact else " (numeric, to 15 digits)"
         gamma_text = text(s.gamma) if s.gamma_exact and s.gamma.is_Rational else gamma_value
     return dict(
-        header=header("rnn_module.py.jinja"), name=d.name,
+        header=header("rnn_module.py.jinja"), name=d.name, format=format_fingerprint(),
         f_text=text(s.f), df_text=text(s.df),
         df_h_text=text(s.df_h) if d.uses_output else None, uses_output=d.uses_output,
         kinks=[repr(float(k)) for k in s.kinks], gamma_value=gamma_value, gamma_note=gamma_note, gamma_text=gamma_text,
@@ -111,7 +133,7 @@ def render_cells(cells):
         header=header("cell_support.py.jinja"))}
     module = ENV.get_template("cell_module.py.jinja")
     for c in cells:
-        files[f"cell_{c.name}.py"] = module.render(**cell_context(
+        files[f"cell_{c.name}.py"] = module.render(format=format_fingerprint(), **cell_context(
             c, header("cell_module.py.jinja"), f"{c.name}.cell"))
     return files
 
@@ -326,7 +348,8 @@ def render(derivations, cells=()):
         seen.add(d.name)
     files = {
         "__init__.py": ENV.get_template("init.py.jinja").render(
-            header=header("init.py.jinja"), names=[d.name for d in derivations], cells=[c.name for c in cells]),
+            header=header("init.py.jinja"), names=[d.name for d in derivations], cells=[c.name for c in cells],
+            format=format_fingerprint()),
         "_support.py": ENV.get_template("support.py.jinja").render(header=header("support.py.jinja")),
     }
     files.update(render_cells(cells))

@@ -56,6 +56,8 @@ from generated._support import blas_threads
 from generated._support import sigmoid
 
 NAME = "mgu"
+# the digest of the templates this module came from: generated.load refuses a user module with another
+FORMAT = "c7e78924222e966f957bc9be2c85121eaad138627adb8f21e4c468241dca8f8c"
 INPUT = "x"
 STATES = ("h",)
 OUTPUT = "h"

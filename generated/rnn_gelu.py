@@ -38,6 +38,8 @@ if numba is not None:
     from generated._support import ndtr_scalar
 
 NAME = 'gelu'
+# the digest of the templates this module came from: generated.load refuses a user module with another
+FORMAT = 'c7e78924222e966f957bc9be2c85121eaad138627adb8f21e4c468241dca8f8c'
 EXPRESSION = 'x*(erf(sqrt(2)*x/2) + 1)/2'  # f(x)
 DERIVATIVE = 'sqrt(2)*x*exp(-x**2/2)/(2*sqrt(pi)) + erf(sqrt(2)*x/2)/2 + 1/2'  # f'(x)
 DERIVATIVE_FROM_OUTPUT = None  # f' in terms of h = f(x), when the backward pass uses it

@@ -38,6 +38,8 @@ if numba is not None:
     from generated._support import sigmoid_scalar
 
 NAME = 'gelu_tanh'
+# the digest of the templates this module came from: generated.load refuses a user module with another
+FORMAT = 'c7e78924222e966f957bc9be2c85121eaad138627adb8f21e4c468241dca8f8c'
 EXPRESSION = 'x*(tanh(sqrt(2)*(8943*x**3/200000 + x)/sqrt(pi)) + 1)/2'  # f(x)
 DERIVATIVE = 'sqrt(2)*x*(1 - tanh(sqrt(2)*(8943*x**3/200000 + x)/sqrt(pi))**2)*(26829*x**2/200000 + 1)/(2*sqrt(pi)) + tanh(sqrt(2)*(8943*x**3/200000 + x)/sqrt(pi))/2 + 1/2'  # f'(x)
 DERIVATIVE_FROM_OUTPUT = None  # f' in terms of h = f(x), when the backward pass uses it

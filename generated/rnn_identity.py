@@ -35,6 +35,8 @@ from generated._support import (Cache, Grads, blas_threads, check_backward, chec
                                 check_products_bytes, check_span, check_time, numba, use_numba)
 
 NAME = 'identity'
+# the digest of the templates this module came from: generated.load refuses a user module with another
+FORMAT = 'c7e78924222e966f957bc9be2c85121eaad138627adb8f21e4c468241dca8f8c'
 EXPRESSION = 'x'  # f(x)
 DERIVATIVE = '1'  # f'(x)
 DERIVATIVE_FROM_OUTPUT = '1'  # f' in terms of h = f(x), when the backward pass uses it

@@ -38,6 +38,8 @@ if numba is not None:
     from generated._support import softplus_scalar
 
 NAME = 'mish'
+# the digest of the templates this module came from: generated.load refuses a user module with another
+FORMAT = 'c7e78924222e966f957bc9be2c85121eaad138627adb8f21e4c468241dca8f8c'
 EXPRESSION = 'x*tanh(softplus(x))'  # f(x)
 DERIVATIVE = 'x*(1 - tanh(softplus(x))**2)*sigmoid(x) + tanh(softplus(x))'  # f'(x)
 DERIVATIVE_FROM_OUTPUT = None  # f' in terms of h = f(x), when the backward pass uses it

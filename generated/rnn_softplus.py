@@ -38,6 +38,8 @@ if numba is not None:
     from generated._support import softplus_scalar
 
 NAME = 'softplus'
+# the digest of the templates this module came from: generated.load refuses a user module with another
+FORMAT = 'c7e78924222e966f957bc9be2c85121eaad138627adb8f21e4c468241dca8f8c'
 EXPRESSION = 'softplus(x)'  # f(x)
 DERIVATIVE = 'sigmoid(x)'  # f'(x)
 DERIVATIVE_FROM_OUTPUT = '1 - exp(-h)'  # f' in terms of h = f(x), when the backward pass uses it

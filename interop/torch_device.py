@@ -114,32 +114,47 @@ class DeviceRNNFunction(torch.autograd.Function):
         return dx, carry, dV, dW, db, None
 
 
-@functools.cache
 def device_cell_kernels(name):
     """The printed PyTorch kernels of the cell ``name`` (one of ``generated.CELLS``): a module with ``forward``,
     ``backward``, ``Cache``, ``Grads`` and the constants of generated/cell_<name>.py. The cell is read from its
     definition and derived again (SymPy); a definition whose equations differ from the generated module's
-    (generated/ not rebuilt after an edit) is refused, so both targets always compute the same cell."""
+    (generated/ not rebuilt after an edit) is refused, so both targets always compute the same cell.
+
+    Printed once per process for each definition: the kernels are kept under the definition's text and the
+    generated module's equations, not the name alone, so a cell replaced under the same name (``remove-cell``
+    then ``add-cell`` in one process) is printed again (each call reads the .cell file, a few microseconds)."""
     import generated
-    from codegen.cell_torch_printer import torch_cell_source
-    from derive.cell import CELL_DIRS, derive_cell
-    from derive.cellparse import parse_cell_file
+    from derive.cell import CELL_DIRS
 
     numpy_kernels = generated.load(name)  # refuses an unknown name, naming the known cells
     path = next((p for p in (Path(d) / f"{name}.cell" for d in CELL_DIRS) if p.is_file()), None)
     if path is None:
         raise ValueError(f"the cell {name!r} has no definition {name}.cell in {', '.join(map(str, CELL_DIRS))}: "
                          f"its device kernels are printed from it")
-    cell = parse_cell_file(path)
-    if tuple(e.text for e in cell.equations) != tuple(numpy_kernels.EQUATIONS):
+    return _printed_cell(name, str(path), path.read_bytes(), tuple(numpy_kernels.EQUATIONS))
+
+
+@functools.cache
+def _printed_cell(name, path, source, equations):
+    """device_cell_kernels' work, for the definition ``source`` (bytes of ``path``) of the cell ``name`` whose
+    generated module has ``equations``."""
+    from codegen.cell_torch_printer import torch_cell_source
+    from derive.cell import derive_cell
+    from derive.cellparse import CellError, parse_cell
+
+    try:  # the text read once, by the caller: the kernels are printed from the very bytes they are keyed by
+        cell = parse_cell(source.decode("utf-8"))
+    except (CellError, UnicodeDecodeError) as error:
+        raise CellError(f"{Path(path).name}: {error}") from None
+    if tuple(e.text for e in cell.equations) != equations:
         raise RuntimeError(f"{path} no longer has the equations of generated/cell_{name}.py: run "
                            f"`python -m codegen` (make derive) to rebuild generated/ first")
-    source = torch_cell_source(derive_cell(cell))
-    module_name = f"{MODULE_PREFIX}cell_{name}"
+    printed = torch_cell_source(derive_cell(cell))
+    module_name = f"{MODULE_PREFIX}cell_{name}_{hashlib.sha256(printed.encode()).hexdigest()[:16]}"
     module = types.ModuleType(module_name)
     module.__file__ = f"<torch kernels of the cell {name!r}>"
-    module.SOURCE = source
-    exec(compile(source, module.__file__, "exec"), module.__dict__)  # the printer's output, from a parsed cell
+    module.SOURCE = printed
+    exec(compile(printed, module.__file__, "exec"), module.__dict__)  # the printer's output, from a parsed cell
     sys.modules[module_name] = module
     return module
 

@@ -166,7 +166,7 @@ def test_vmap_with_shared_weights_is_one_kernel_call(monkeypatch):
     module = generated.load("tanh")
     calls = []
     forward = module.forward
-    monkeypatch.setattr(module, "forward", lambda x, *rest: calls.append(x.shape) or forward(x, *rest))
+    monkeypatch.setattr(module, "forward", lambda x, *rest, **options: calls.append(x.shape) or forward(x, *rest, **options))
     x, h0, V, W, b = _args(np.float32)
     jax.vmap(make_rnn("tanh"), in_axes=(0, None, None, None, None))(np.stack([x] * 6), h0, V, W, b)
     assert calls == [(5, 6 * 2, 3)]  # (T, P * N, D): the six elements are rows of one batch
