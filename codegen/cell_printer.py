@@ -266,7 +266,8 @@ class NumpyCellPrinter:
         lines += ["    " + b for b in body]
         cache = [self.args, [f"_{s}_seq" for s in self.states], [f"_{s.name}_seq" for s in k.saved],
                  [f"_{p.array}" for p in self.hoisted_kept]]
-        lines += wrap_call(f"return _{k.output}_seq, Cache(", [n for group in cache for n in group])
+        # the output goes out read-only: the cache keeps the writeable array, which backward reads
+        lines += wrap_call(f"return read_only(_{k.output}_seq), Cache(", [n for group in cache for n in group])
         return lines
 
     def _block_names(self, p):
