@@ -132,6 +132,12 @@ class NumpyCellPrinter:
     def concatenate(items):
         return f"np.concatenate(({items}))"
 
+    @staticmethod
+    def returned(name):
+        """The output as forward returns it: a read-only view, so that no in-place change reaches the cache's array,
+        which backward reads."""
+        return f"read_only({name})"
+
     # shared pieces -----------------------------------------------------------------------------------------------
     def sizes_from_cache(self):
         k = self.k
@@ -266,7 +272,7 @@ class NumpyCellPrinter:
         lines += ["    " + b for b in body]
         cache = [self.args, [f"_{s}_seq" for s in self.states], [f"_{s.name}_seq" for s in k.saved],
                  [f"_{p.array}" for p in self.hoisted_kept]]
-        lines += wrap_call(f"return _{k.output}_seq, Cache(", [n for group in cache for n in group])
+        lines += wrap_call(f"return {self.returned(f'_{k.output}_seq')}, Cache(", [n for group in cache for n in group])
         return lines
 
     def _block_names(self, p):

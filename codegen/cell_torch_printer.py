@@ -52,6 +52,10 @@ class TorchCellPrinter(NumpyCellPrinter):
     def concatenate(items):
         return f"torch.cat(({items}))"
 
+    @staticmethod
+    def returned(name):
+        return name  # a tensor: autograd's version counter refuses in-place changes of what backward saved
+
     def sections(self):
         # the Jacobian products stay NumPy-only (analysis tools on the host); training needs forward and backward
         return dict(forward=self.forward(), backward=self.backward())

@@ -116,7 +116,7 @@ class RnnPrinter:
             lines += ["    if for_backward:",
                       f"        E[...] = activation_derivative(E)  # {self.LHS['dh_dE']}{self.eq['dh_dE']}"
                       " for all t at once, over E_t"]
-        lines += [f"    return h, {cache}",
+        lines += [f"    return read_only(h), {cache}",
                   f"{k.step_product.target} = np.empty((N, H), dtype=x.dtype)",
                   "W_T, h_prev = W.T, h0",
                   "for E_t, h_t in zip(E, h):  # views of step t (the same array when E is h)",
@@ -131,7 +131,7 @@ class RnnPrinter:
         else:
             lines += [f"    {self.output_call()}{self.note(k.output)}"]
         lines += ["    h_prev = h_t",
-                  f"return h, {cache}"]
+                  f"return read_only(h), {cache}"]
         return lines
 
     def fused(self):

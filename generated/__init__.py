@@ -45,7 +45,7 @@ CELLS = (
 # The digest of the templates every module here was generated from (codegen.render.format_fingerprint). A user
 # module in the per-user data folder records its own; one that records another, or none, came from another release
 # of the engine and is refused by load(), since it may import names that no longer exist.
-FORMAT = 'c7e78924222e966f957bc9be2c85121eaad138627adb8f21e4c468241dca8f8c'
+FORMAT = 'a4445940965ac7eec8888910254f2da8e90f184404f6b59240a40cfe029690ce'
 
 
 class StaleModuleError(ImportError):

@@ -25,6 +25,18 @@ Cache.__doc__ = """What forward keeps for backward: the inputs, h (T, N, H) and 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
+def read_only(array):
+    """A view of ``array`` that refuses writes (NumPy's "assignment destination is read-only" ValueError).
+
+    forward returns its output through this: the array itself stays in the cache, and backward and the Jacobian
+    functions read it, so an in-place change of the returned output would silently change the gradients.
+    ``view.copy()`` is a writeable array of the same values.
+    """
+    view = array.view()
+    view.flags.writeable = False
+    return view
+
+
 def sigmoid(u, out=None):
     """1 / (1 + exp(-u)) without overflow, elementwise, in the dtype of ``u``; into ``out`` when given (it may be u).
 

@@ -67,12 +67,12 @@ import numpy as np
 
 from generated._cell_support import (check_arguments, check_final, check_gradient, check_step, diagonal_block,
                                      matrix_block)
-from generated._support import blas_threads
+from generated._support import blas_threads, read_only
 from generated._support import sigmoid
 
 NAME = "gru"
 # the digest of the templates this module came from: generated.load refuses a user module with another
-FORMAT = "c7e78924222e966f957bc9be2c85121eaad138627adb8f21e4c468241dca8f8c"
+FORMAT = "a4445940965ac7eec8888910254f2da8e90f184404f6b59240a40cfe029690ce"
 INPUT = "x"
 STATES = ("h",)
 OUTPUT = "h"
@@ -102,7 +102,9 @@ Grads.__doc__ = """Gradients of the loss, one per argument of forward, each of t
 @blas_threads("x", "weight_hh")
 def forward(x, h0, weight_ih, weight_hh, bias_ih, bias_hh):
     """Run the cell over x: returns h (T, N, H), holding h_1..h_T, and the cache
-    for ``backward`` (the other states' sequences are in it: cache.<state>).
+    for ``backward`` (the other states' sequences are in it: cache.<state>). h is a read-only view of
+    cache.h, which backward reads: writing into it raises a ValueError instead of changing the gradients;
+    ``h.copy()`` is a writeable copy.
 
     x (T, N, D), h0 (N, H), weight_ih (3*H, D), weight_hh (3*H, H), bias_ih (3*H,), bias_hh (3*H,)
     All float32 or all float64.
@@ -142,7 +144,8 @@ def forward(x, h0, weight_ih, weight_hh, bias_ih, bias_hh):
         _W_hn_h_seq[_t] = W_hn_h
         _h_seq[_t] = h_next
         h = h_next
-    return _h_seq, Cache(x, h0, weight_ih, weight_hh, bias_ih, bias_hh, _h_seq, _r_seq, _z_seq, _n_seq, _W_hn_h_seq)
+    return read_only(_h_seq), Cache(x, h0, weight_ih, weight_hh, bias_ih, bias_hh, _h_seq, _r_seq, _z_seq, _n_seq,
+                                    _W_hn_h_seq)
 
 
 @blas_threads("x", "weight_hh")
@@ -197,7 +200,10 @@ def backward(dh, cache, dfinal=None):
 
 
 def step_forward(x_t, h_prev, weight_ih, weight_hh, bias_ih, bias_hh):
-    """One step: x_t (N, D) and the previous states -> h_t and a cache for ``step_backward``."""
+    """One step: x_t (N, D) and the previous states -> h_t and a cache for ``step_backward``.
+
+    h_t is read-only, as forward's h is (``h_t.copy()`` is writeable).
+    """
     x_t = np.asarray(x_t)
     if x_t.ndim != 2:
         raise ValueError(f"x_t must have 2 dimensions (N, D), got shape {x_t.shape}")

@@ -32,11 +32,11 @@ so V x_t is computed as x[t] @ V.T. float32 and float64 are kept as given.
 import numpy as np
 
 from generated._support import (Cache, Grads, blas_threads, check_backward, check_forward, check_kept,
-                                check_products_bytes, check_span, check_time, numba, use_numba)
+                                check_products_bytes, check_span, check_time, numba, read_only, use_numba)
 
 NAME = 'relu'
 # the digest of the templates this module came from: generated.load refuses a user module with another
-FORMAT = 'c7e78924222e966f957bc9be2c85121eaad138627adb8f21e4c468241dca8f8c'
+FORMAT = 'a4445940965ac7eec8888910254f2da8e90f184404f6b59240a40cfe029690ce'
 EXPRESSION = 'x if x > 0 else 0'  # f(x)
 DERIVATIVE = '0 if x <= 0 else 1'  # f'(x)
 DERIVATIVE_FROM_OUTPUT = '0 if h <= 0 else 1'  # f' in terms of h = f(x), when the backward pass uses it
@@ -78,6 +78,8 @@ def forward(x, h0, V, W, b, for_backward=True):
     """Run the RNN over x: returns h (T, N, H), holding h_1..h_T, and the cache for ``backward``.
 
     x (T, N, D), h0 (N, H), V (H, D), W (H, H), b (H,), all float32 or all float64.
+    h is a read-only view of cache.h, which backward reads: writing into it raises a ValueError instead of
+    changing the gradients; ``h.copy()`` is a writeable copy.
     ``for_backward=False`` (inference) changes nothing here: f' is taken from h, which forward computes anyway.
     """
     x, h0, V, W, b = check_forward(x, h0, V, W, b)
@@ -90,7 +92,7 @@ def forward(x, h0, V, W, b, for_backward=True):
     E += b
     if use_numba(BACKEND, N * H * H, NUMBA_MAX_WORK):
         _forward_loop(E, h, h0, W)  # the same steps, compiled
-        return h, Cache(x, h0, V, W, b, h, None)
+        return read_only(h), Cache(x, h0, V, W, b, h, None)
     W_h = np.empty((N, H), dtype=x.dtype)
     W_T, h_prev = W.T, h0
     for E_t, h_t in zip(E, h):  # views of step t (the same array when E is h)
@@ -98,7 +100,7 @@ def forward(x, h0, V, W, b, for_backward=True):
         E_t += W_h  # E_t = V x_t + W h_{t-1} + b_h
         np.maximum(0, E_t, out=h_t)  # h_t = f(E_t)
         h_prev = h_t
-    return h, Cache(x, h0, V, W, b, h, None)
+    return read_only(h), Cache(x, h0, V, W, b, h, None)
 
 
 @blas_threads("x", "W")  # NumPy's BLAS on the cores that other processes leave free
@@ -170,7 +172,10 @@ if numba is not None:
 
 
 def step_forward(x_t, h_prev, V, W, b):
-    """One step: x_t (N, D), h_prev (N, H) -> h_t (N, H) and a cache for ``step_backward``."""
+    """One step: x_t (N, D), h_prev (N, H) -> h_t (N, H) and a cache for ``step_backward``.
+
+    h_t is read-only, as forward's h is (``h_t.copy()`` is writeable).
+    """
     x_t = np.asarray(x_t)
     if x_t.ndim != 2:
         raise ValueError(f"x_t must have 2 dimensions (N, D), got shape {x_t.shape}")

@@ -100,7 +100,7 @@ class RNNFunction(torch.autograd.Function):
         if for_backward is None:
             for_backward = any(ctx.needs_input_grad[:5])
         h, cache = module.forward(*(_host(t) for t in tensors), for_backward=bool(for_backward))
-        out = torch.from_numpy(h).to(device)
+        out = torch.from_numpy(cache.h).to(device)  # h is its read-only view; autograd guards the tensor
         # f'(E_t) is private to this Function (nothing else can change it), but saving it lets saved-tensor hooks
         # (torch.autograd.graph.saved_tensors_hooks, save_on_cpu) see everything backward keeps alive
         dh_dE = torch.from_numpy(cache.dh_dE).to(device) if cache.dh_dE is not None else None
@@ -199,7 +199,7 @@ class CellFunction(torch.autograd.Function):
                           f"are copied back (the modules use interop.torch_device.DeviceCellFunction there)",
                           DeviceCopyWarning, stacklevel=2)
         out, cache = module.forward(*(_host(t) for t in tensors))
-        out_tensor = torch.from_numpy(out).to(device)
+        out_tensor = torch.from_numpy(getattr(cache, module.OUTPUT)).to(device)  # out is its read-only view
         others = [s for s in module.STATES if s != module.OUTPUT]
         finals = [torch.from_numpy(np.ascontiguousarray(getattr(cache, s)[-1])).to(device) for s in others]
         extra = [out_tensor if name == module.OUTPUT else torch.from_numpy(getattr(cache, name)).to(device)

@@ -330,7 +330,7 @@ def test_rnn_cell_prints_min_char_rnn_style_kernels():
         "    h_next = np.tanh(V_x + W_h + b)  # h' = tanh(V @ x + W @ h + b)",
         "    _h_seq[_t] = h_next",
         "    h = h_next",
-        "return _h_seq, Cache(x, h0, V, W, b, _h_seq)",
+        "return read_only(_h_seq), Cache(x, h0, V, W, b, _h_seq)",
     ]
     back = sections["backward"]
     step = back[back.index("for _t in range(_T - 1, -1, -1):") + 1:]

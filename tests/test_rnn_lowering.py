@@ -55,7 +55,7 @@ def test_tanh_kernels_print_min_char_rnn_style_lines():
         "    E_t += W_h  # E_t = V x_t + W h_{t-1} + b_h",
         "    np.tanh(E_t, out=h_t)  # h_t = f(E_t)",
         "    h_prev = h_t",
-        "return h, Cache(x, h0, V, W, b, h, None)",
+        "return read_only(h), Cache(x, h0, V, W, b, h, None)",
     ]
     back = s["backward"]
     step = back[back.index("    for delta_t, dh_t in zip(delta[::-1], dh[::-1]):  # t = T, ..., 1") + 1:][:3]
@@ -87,7 +87,7 @@ def test_the_output_form_decides_what_forward_keeps(name, kw, keep):
         assert any(line.strip().startswith(fused_step) for line in s["forward"])
         assert not any("activation_derivative" in line for line in s["backward"])  # nothing transcendental
     kept = "None" if keep == "h" else "E if for_backward else None"  # forward(..., for_backward=False): inference
-    assert s["forward"][-1] == f"return h, Cache(x, h0, V, W, b, h, {kept})"
+    assert s["forward"][-1] == f"return read_only(h), Cache(x, h0, V, W, b, h, {kept})"
 
 
 def test_a_changed_description_changes_the_printed_kernel():
