@@ -8,6 +8,8 @@ their docstrings. Elementwise blocks go through ``codegen.passes.prepare`` and `
 of one dependency level (two lines of the same level never read each other, so a shared temporary can be computed
 before both). Arrays are time-major with the batch in rows, so W u is printed as ``u @ W.T``.
 """
+import re
+
 import sympy as sp
 
 from codegen.numpy_printer import KernelPrinter
@@ -82,6 +84,16 @@ def block_lines(assignments, comments=None, temps=None, printer=None):
             note = comments.get(a.symbol)
             lines.append(f"{a.symbol.name} = {printer.doprint(r)}" + (f"  # {note}" if note else ""))
     return lines
+
+
+def _used_loads(lines):
+    """``lines`` without the loads (``H = h0.shape[1]``, ``_h_seq = cache.h``) whose name no other line reads: the
+    Jacobian factors of the LSTM need neither H nor h's sequence, and an unused local is a linter's warning in every
+    generated module."""
+    sizes = {i: line.split(" = ")[0] for i, line in enumerate(lines)
+             if re.fullmatch(r"\w+ = (\w+\.shape\[1\]|cache\.\w+)", line)}
+    return [line for i, line in enumerate(lines)
+            if i not in sizes or any(re.search(rf"\b{sizes[i]}\b", other) for j, other in enumerate(lines) if j != i)]
 
 
 class NumpyCellPrinter:
@@ -358,7 +370,7 @@ class NumpyCellPrinter:
         lines += self.loads(k.jacobian_reads)
         lines += block_lines(k.jacobian_factors)
         names = [a.symbol.name for a in k.jacobian_factors]
-        return lines + wrap_call("return (", names, tail=",)" if len(names) == 1 else ")")
+        return _used_loads(lines + wrap_call("return (", names, tail=",)" if len(names) == 1 else ")"))
 
     def _unpack_factors(self):
         names = [a.symbol.name for a in self.k.jacobian_factors]

@@ -111,7 +111,18 @@ def _local(expr, target, arg):
 
 def derive_cell(cell):
     """Cell -> CellDerivation. Raises CellError when a derivative is not a closed form or the two derivations
-    disagree (neither happens for the whitelisted functions; the check guards the engine itself)."""
+    disagree (neither happens for the whitelisted functions; the check guards the engine itself), and when the
+    equations, each intermediate written into the next, nest deeper than SymPy can walk (Python's recursion limit;
+    a chain of a dozen intermediates, each a function of the one before)."""
+    try:
+        return _derive_cell(cell)
+    except RecursionError:
+        raise CellError(f"cell {cell.name}: its equations, with each intermediate written into the next, nest too "
+                        f"deeply for SymPy to differentiate (Python's recursion limit); use fewer intermediates "
+                        f"that feed one another") from None
+
+
+def _derive_cell(cell):
     states = [s for s, _ in cell.states]
     prev = {s: sp.Symbol(s, real=True) for s in states}
     nxt = {s: sp.Symbol(f"{s}_next", real=True) for s in states}

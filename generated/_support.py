@@ -229,8 +229,18 @@ class _BlasLimit:
         threads = choose_blas_threads(largest_work, self.free_cores(), max(saved))
         if threads is None:
             return False
-        for lib, count in zip(libraries, saved):
-            lib.set_num_threads(min(threads, count))
+        lowered = []
+        try:
+            for lib, count in zip(libraries, saved):
+                lib.set_num_threads(min(threads, count))
+                lowered.append((lib, count))
+        except Exception:  # a library that refuses the change: give back what was lowered, run as the BLAS was
+            for lib, count in lowered:
+                try:
+                    lib.set_num_threads(count)
+                except Exception:  # pragma: no cover - it took the change a moment ago
+                    pass
+            return False
         self.saved, self.depth = saved, 1
         return True
 
@@ -246,8 +256,11 @@ class _BlasLimit:
         self.saved = None
 
     def after_fork(self):
-        """In a child forked while the main thread's call ran (a DataLoader worker started from another thread):
-        the child gets the counts the BLAS had before that call."""
+        """In a forked child: the load is looked at afresh (the parent's last look counted the parent's CPU time,
+        which the child's os.times() does not include: its first reading would see the machine busier than it is),
+        and a child forked while the main thread's call ran (a DataLoader worker started from another thread) gets
+        the counts the BLAS had before that call."""
+        self.free_cores = _FreeCores()
         if self.depth:
             self.depth = 0
             self._restore()

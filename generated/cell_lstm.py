@@ -255,14 +255,12 @@ def step_backward(dh_t, cache, dfinal=None):
 def _step_factors(cache, t):
     """The scalar factors of every block of d(state_t)/d(state_(t-1)), each (N, size), from the cache (t in 1..T)."""
     x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh = cache[:7]
-    _h_seq = cache.h
     _c_seq = cache.c
     _i_seq = cache.i
     _f_seq = cache.f
     _g_seq = cache.g
     _o_seq = cache.o
     _T, _N, D = x.shape
-    H = h0.shape[1]
     _t = t - 1
     c = c0 if _t == 0 else _c_seq[_t - 1]  # c_(t-1)
     c_next = _c_seq[_t]  # c_t

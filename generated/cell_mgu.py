@@ -193,7 +193,6 @@ def _step_factors(cache, t):
     _n_seq = cache.n
     _W_hn_h_seq = cache.W_hn_h
     _T, _N, D = x.shape
-    H = h0.shape[1]
     _t = t - 1
     h = h0 if _t == 0 else _h_seq[_t - 1]  # h_(t-1)
     f = _f_seq[_t]

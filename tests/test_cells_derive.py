@@ -350,3 +350,79 @@ def test_rnn_cell_prints_min_char_rnn_style_kernels():
         "_grad_x = (_d_V_x.reshape(_T * _N, H) @ V).reshape(_T, _N, D)",
         "return Grads(_grad_x, _carry_h, _grad_V, _grad_W, _grad_b)",
     ]
+
+
+def _nested(depth):
+    """A user cell whose update nests tanh ``depth`` deep, each level reading the gate and the state again."""
+    inner = "h"
+    for _ in range(depth):
+        inner = f"tanh(f * {inner} + h) ** 3"
+    return ("cell nested\ninput x[D]\nstate h[H]\nparam weight_ih[H, D] = W_xf\nparam weight_hh[H, H] = W_hf\n"
+            f"param bias[H] = b_f\n\nf = sigmoid(W_xf @ x + W_hf @ h + b_f)\nh' = (1 - f) * h + f * {inner}\n")
+
+
+def test_a_deeply_nested_user_cell_is_added_quickly_and_its_gradients_are_right(tmp_path, monkeypatch):
+    """``add-cell`` of a cell nesting tanh six deep: the numerics pass proves each rewrite with simplify only on
+    small differences (PROOF_MAX_OPS; it once ran simplify on the whole nested expression: 49 s three deep, minutes
+    four deep and beyond), and the kernel's gradients agree with central differences to 1e-7 relative (float64,
+    step 1e-6: truncation ~1e-12, rounding ~1e-10 of terms of order 1)."""
+    import importlib.util
+    import sys
+
+    from codegen import passes
+    from tests.test_cells import cell_args, loss, loss_terms, rel
+
+    proved = []
+    simplify = sp.simplify
+
+    def spy(expr, *args, **kwargs):
+        if sys._getframe(1).f_code is passes._agree.__code__:
+            proved.append(sp.count_ops(expr))
+        return simplify(expr, *args, **kwargs)
+
+    monkeypatch.setattr(sp, "simplify", spy)
+    dirs = (tmp_path / "cells", tmp_path / "user_cells")
+    dirs[0].mkdir()
+    root, src = tmp_path / "generated", tmp_path / "nested.cell"
+    src.write_text(_nested(6))
+    assert _add_cell(src, dirs, root, tmp_path / "user.json", base=())[0] == "nested"
+    assert proved and max(proved) <= passes.PROOF_MAX_OPS, proved
+
+    spec = importlib.util.spec_from_file_location("nested_cell_under_test", root / "cell_nested.py")
+    cell = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cell)
+    args = cell_args(cell, seed=3)
+    G, final = loss_terms(cell, seed=4)
+    grads = cell.backward(G, cell.forward(*args)[1], dfinal=final or None)
+    eps = 1e-6
+    for k, (name, g) in enumerate(zip(cell.ARGUMENTS, grads)):
+        fd = np.empty_like(g)
+        for idx in np.ndindex(g.shape):
+            plus, minus = [a.copy() for a in args], [a.copy() for a in args]
+            plus[k][idx] += eps
+            minus[k][idx] -= eps
+            fd[idx] = (loss(cell, plus, G, final) - loss(cell, minus, G, final)) / (2 * eps)
+        assert rel(g, fd) < 1e-7, name
+
+
+def test_equations_deeper_than_the_recursion_limit_are_refused_plainly(tmp_path, monkeypatch):
+    """Intermediates each a function of the one before: SymPy walks the inlined update recursively, and past
+    Python's recursion limit derive_cell says so in one line (a RecursionError's thousands of lines before). The limit is lowered here so that a short chain reaches it at once (twenty
+    intermediates reach the default one only after minutes: the time limit's case)."""
+    import sys
+
+    lines = ["f = sigmoid(W_xf @ x + W_hf @ h + b_f)", "g0 = tanh(f * h + h) ** 3"]
+    lines += [f"g{i} = tanh(f * g{i - 1} + h) ** 3" for i in range(1, 6)]
+    src = tmp_path / "chain.cell"
+    src.write_text("cell chain\ninput x[D]\nstate h[H]\nparam weight_ih[H, D] = W_xf\nparam weight_hh[H, H] = W_hf\n"
+                   "param bias[H] = b_f\n\n" + "\n".join(lines) + "\nh' = (1 - f) * h + f * g5\n")
+    cell = parse_cell(src.read_text())
+    limit = sys.getrecursionlimit()
+    sp.core.cache.clear_cache()  # SymPy remembers derivatives: an earlier test's would need no recursion here
+    try:
+        sys.setrecursionlimit(len(__import__("inspect").stack()) + 120)
+        with pytest.raises(CellError, match="cell chain: its equations, with each intermediate written into the "
+                                            "next, nest too deeply for SymPy to differentiate"):
+            derive_cell(cell)
+    finally:
+        sys.setrecursionlimit(limit)

@@ -16,3 +16,21 @@ def test_generated_headers_are_fixed_and_carry_no_version_or_date():
         text = path.read_text(encoding="utf-8")
         for marker in ("2025", "2026", "sympy 1.", "SymPy 1.", "version"):
             assert marker not in text, (path, marker)
+
+
+def test_no_generated_function_assigns_a_name_it_never_reads():
+    """Every local a generated function assigns (outside tuple unpacking) is read in it: a printer that emits an
+    unused line (the cells' Jacobian factors once printed ``H = h0.shape[1]``) is caught here, as pyflakes' F841
+    would, without a linter installed."""
+    import ast
+
+    unused = []
+    for path in sorted(GENERATED.glob("*.py")):
+        for fn in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(fn, ast.FunctionDef):
+                continue
+            stored = {t.id: node.lineno for node in ast.walk(fn) if isinstance(node, ast.Assign)
+                      for t in node.targets if isinstance(t, ast.Name)}
+            read = {n.id for n in ast.walk(fn) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+            unused += [f"{path.name}:{line} {fn.name}: {name}" for name, line in stored.items() if name not in read]
+    assert not unused, unused

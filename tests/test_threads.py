@@ -228,6 +228,41 @@ def test_a_child_forked_during_a_call_gets_the_counts_from_before_it(one_core_fr
     assert blas_counts() == one_core_free
 
 
+class _Library:
+    """A stand-in for one of threadpoolctl's library controllers; ``refuse`` makes set_num_threads raise."""
+
+    def __init__(self, num_threads, refuse=False):
+        self.num_threads, self.refuse, self.calls = num_threads, refuse, []
+
+    def set_num_threads(self, n):
+        self.calls.append(n)
+        if self.refuse:
+            raise RuntimeError("this BLAS cannot change its threads")
+        self.num_threads = n
+
+
+def test_a_library_that_refuses_the_change_leaves_every_count_as_it_was(monkeypatch):
+    """Two BLAS libraries loaded, the second refuses set_num_threads: the first gets its count back at once, the call
+    runs with the counts as they were, and nothing is left to restore."""
+    limit = _support._BlasLimit()
+    first, second = _Library(4), _Library(4, refuse=True)
+    monkeypatch.setattr(limit, "libraries", [first, second])
+    monkeypatch.setattr(limit, "free_cores", lambda: 1.0)
+    assert limit.enter(BIG) is False
+    assert (first.num_threads, second.num_threads) == (4, 4) and first.calls == [1, 4]
+    assert limit.depth == 0 and limit.saved is None
+
+
+def test_a_forked_child_looks_at_the_load_afresh(monkeypatch):
+    """The parent's last look at the load counted its own CPU time; the child's os.times() starts from zero, so
+    carrying that look over would make the child's first reading see the machine busier than it is."""
+    limit = _support._BlasLimit()
+    stale = limit.free_cores
+    stale.free = 0.0
+    limit.after_fork()
+    assert limit.free_cores is not stale and limit.free_cores() is None  # unknown until one full interval passes
+
+
 CHILD = """
 import json, sys
 import numpy as np
