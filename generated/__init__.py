@@ -45,7 +45,7 @@ CELLS = (
 # The digest of the templates every module here was generated from (codegen.render.format_fingerprint). A user
 # module in the per-user data folder records its own; one that records another, or none, came from another release
 # of the engine and is refused by load(), since it may import names that no longer exist.
-FORMAT = 'a4445940965ac7eec8888910254f2da8e90f184404f6b59240a40cfe029690ce'
+FORMAT = '9be53bc2cbbed830c8527de773750648329498529d9c366e64fd9fc6c6b41724'
 
 
 class StaleModuleError(ImportError):

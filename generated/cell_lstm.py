@@ -90,7 +90,7 @@ from generated._support import sigmoid
 
 NAME = "lstm"
 # the digest of the templates this module came from: generated.load refuses a user module with another
-FORMAT = "a4445940965ac7eec8888910254f2da8e90f184404f6b59240a40cfe029690ce"
+FORMAT = "9be53bc2cbbed830c8527de773750648329498529d9c366e64fd9fc6c6b41724"
 INPUT = "x"
 STATES = ("h", "c",)
 OUTPUT = "h"

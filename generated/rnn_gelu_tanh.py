@@ -39,7 +39,7 @@ if numba is not None:
 
 NAME = 'gelu_tanh'
 # the digest of the templates this module came from: generated.load refuses a user module with another
-FORMAT = 'a4445940965ac7eec8888910254f2da8e90f184404f6b59240a40cfe029690ce'
+FORMAT = '9be53bc2cbbed830c8527de773750648329498529d9c366e64fd9fc6c6b41724'
 EXPRESSION = 'x*(tanh(sqrt(2)*(8943*x**3/200000 + x)/sqrt(pi)) + 1)/2'  # f(x)
 DERIVATIVE = 'sqrt(2)*x*(1 - tanh(sqrt(2)*(8943*x**3/200000 + x)/sqrt(pi))**2)*(26829*x**2/200000 + 1)/(2*sqrt(pi)) + tanh(sqrt(2)*(8943*x**3/200000 + x)/sqrt(pi))/2 + 1/2'  # f'(x)
 DERIVATIVE_FROM_OUTPUT = None  # f' in terms of h = f(x), when the backward pass uses it

@@ -36,7 +36,7 @@ from generated._support import (Cache, Grads, blas_threads, check_backward, chec
 
 NAME = 'sin'
 # the digest of the templates this module came from: generated.load refuses a user module with another
-FORMAT = 'a4445940965ac7eec8888910254f2da8e90f184404f6b59240a40cfe029690ce'
+FORMAT = '9be53bc2cbbed830c8527de773750648329498529d9c366e64fd9fc6c6b41724'
 EXPRESSION = 'sin(x)'  # f(x)
 DERIVATIVE = 'cos(x)'  # f'(x)
 DERIVATIVE_FROM_OUTPUT = None  # f' in terms of h = f(x), when the backward pass uses it
