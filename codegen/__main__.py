@@ -26,7 +26,7 @@ from codegen.render import render
 from codegen.write import locked, write_tree
 from derive.catalogue import (CATALOGUE, USER_FILE, Activation, all_activations, check_name, read_user_file,
                               user_activations)
-from derive.cell import CELL_DIRS, derive_cell, read_cells
+from derive.cell import CELL_DIRS, read_cells
 from derive.cellparse import CellError, check_cell_name, parse_cell_file
 from derive.parse import ARITY, CONSTANTS, FUNCTIONS, parse_expression
 
@@ -65,7 +65,8 @@ def _add(name, text, user_file=USER_FILE, root=GENERATED, base=CATALOGUE, worker
         # in make derive's order (user entries sorted by name), so that a later `make check` finds no drift
         user = sorted([a for a in user_activations(user_file, base) if a.name != name] + [new], key=lambda a: a.name)
         activations = list(base) + user
-        files = render(cached_derive_all(activations, root, workers, timeout), derive_cells(cell_dirs))
+        files = render(cached_derive_all(activations, root, workers, timeout),
+                       derive_cells(cell_dirs, workers, timeout))
         return write_tree(files, root, extra={user_file: content})
 
 
@@ -80,7 +81,7 @@ def _remove(name, user_file=USER_FILE, root=GENERATED, base=CATALOGUE, workers=N
         del entries[name]
         content = json.dumps(dict(sorted(entries.items())), indent=2) + "\n"
         kept = [a for a in all_activations(user_file, base) if a.name != name]
-        files = render(cached_derive_all(kept, root, workers, timeout), derive_cells(cell_dirs))
+        files = render(cached_derive_all(kept, root, workers, timeout), derive_cells(cell_dirs, workers, timeout))
         return write_tree(files, root, extra={user_file: content})
 
 
@@ -102,7 +103,7 @@ def _add_cell(path, cell_dirs=CELL_DIRS, root=GENERATED, user_file=USER_FILE, ba
         existing = existing_cells()
         cells = sorted(existing + (cell,), key=lambda c: c.name)
         derivations = cached_derive_all(all_activations(user_file, base), root, workers, timeout)
-        files = render(derivations, [derive_cell(c) for c in cells])
+        files = render(derivations, derive_cells(workers=workers, timeout=timeout, cells=cells))
         return cell.name, write_tree(files, root, extra={target: cell.source})
 
 
@@ -116,7 +117,7 @@ def _remove_cell(name, cell_dirs=CELL_DIRS, root=GENERATED, user_file=USER_FILE,
             raise CellError(f"{name!r} is not a user cell; user cells: {', '.join(users) or 'none'}")
         rest = tuple(c for c in read_cells(cell_dirs) if c.name != name)
         derivations = cached_derive_all(all_activations(user_file, base), root, workers, timeout)
-        files = render(derivations, [derive_cell(c) for c in rest])
+        files = render(derivations, derive_cells(workers=workers, timeout=timeout, cells=rest))
         return write_tree(files, root, extra={target: None})
 
 

@@ -13,6 +13,7 @@ from codegen.write import locked, write_tree
 from codegen.workers import DEFAULT_TIMEOUT, FROM_ENV, TIMEOUT_ENV, derive_in_workers, resolve_timeout
 from derive.catalogue import CATALOGUE, USER_FILE, all_activations
 from derive.cell import CELL_DIRS, derive_cell, read_cells
+from derive.cellparse import Cell
 from derive.locations import generated_dir
 from derive.recurrence import derive
 
@@ -23,7 +24,8 @@ GENERATED = generated_dir()  # ROOT / "generated" in a checkout, the data folder
 
 
 def derive_all(activations, workers=None, timeout=FROM_ENV):
-    """[Activation] -> [Derivation], in the same order. SymPy is single-threaded: one process per core.
+    """[Activation] -> [Derivation], in the same order (Cells among them give CellDerivations). SymPy is
+    single-threaded: one process per core.
 
     ``timeout`` is the limit in seconds on each derivation: left out, $RNN_BPTT_DERIVE_TIMEOUT (0 or none: no
     limit), else DEFAULT_TIMEOUT (60 s); None: no limit. Under a limit every derivation runs in a spawned worker
@@ -37,13 +39,16 @@ def derive_all(activations, workers=None, timeout=FROM_ENV):
     if not activations:
         return []
     if timeout is None and (workers <= 1 or len(activations) <= 1):
-        return [derive(a) for a in activations]
+        return [derive_cell(a) if isinstance(a, Cell) else derive(a) for a in activations]
     return derive_in_workers(activations, max(1, workers), timeout)
 
 
-def derive_cells(cell_dirs=CELL_DIRS):
-    """The cells defined in ``cell_dirs``, derived, in name order (a second or so: no worker processes)."""
-    return [derive_cell(c) for c in read_cells(cell_dirs)]
+def derive_cells(cell_dirs=CELL_DIRS, workers=None, timeout=FROM_ENV, cells=None):
+    """The cells defined in ``cell_dirs`` (or the parsed ``cells`` given), derived, in name order, under the same
+    time limit as derive_all (a user's equations can keep SymPy busy for minutes: twenty intermediates each a
+    function of the one before did)."""
+    cells = sorted(read_cells(cell_dirs) if cells is None else cells, key=lambda c: c.name)
+    return derive_all(cells, workers, timeout)
 
 
 def emit(user_file=USER_FILE, workers=None, base=CATALOGUE, cell_dirs=CELL_DIRS, timeout=FROM_ENV):
@@ -53,9 +58,10 @@ def emit(user_file=USER_FILE, workers=None, base=CATALOGUE, cell_dirs=CELL_DIRS,
     definitions (``*.cell``); ``timeout`` as in ``derive_all``.
     """
     # [Activation] -> [Derivation]
-    derivations = derive_all(all_activations(user_file, base), workers, timeout)
-    # [Cell] -> [CellDerivation]
-    cells = derive_cells(cell_dirs)
+    activations, cells = list(all_activations(user_file, base)), list(read_cells(cell_dirs))
+    # [Activation] -> [Derivation] and [Cell] -> [CellDerivation], in one pool of workers
+    derived = derive_all(activations + cells, workers, timeout)
+    derivations, cells = derived[:len(activations)], derived[len(activations):]
     # [Derivation], [CellDerivation] -> {path: text}
     return render(derivations, cells)
 

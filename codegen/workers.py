@@ -1,6 +1,6 @@
 """Derivations in worker processes, each under a time limit, with no process left behind.
 
-    derive_in_workers([Activation], workers, timeout) -> [Derivation]   (same order)
+    derive_in_workers([Activation or Cell], workers, timeout) -> [Derivation or CellDerivation]   (same order)
 
 SymPy cannot be interrupted inside a computation, so a derivation that runs past its limit is stopped by killing
 the process it runs in. Each worker is a fresh Python started with ``subprocess`` (never a fork of the caller, which
@@ -21,6 +21,8 @@ import threading
 import time
 from multiprocessing import connection
 
+from derive.cell import derive_cell
+from derive.cellparse import Cell, CellError
 from derive.errors import DerivationError
 from derive.recurrence import derive
 
@@ -56,10 +58,25 @@ def resolve_timeout(timeout=FROM_ENV):
     return float(timeout)
 
 
+def derive_one(task, progress=None):
+    """An Activation's Derivation (``derive``) or a Cell's CellDerivation (``derive_cell``), here."""
+    if isinstance(task, Cell):
+        if progress is not None:
+            progress("differentiating the equations")
+        return derive_cell(task)
+    return derive(task, progress) if progress is not None else derive(task)
+
+
+def _what(task):
+    """What deriving ``task`` means, for messages: its expression, or the cell's equations."""
+    return f"the equations of the cell {task.name!r}" if isinstance(task, Cell) else _short(task.expr)
+
+
 def derive_in_workers(activations, workers, timeout):
-    """[Activation] -> [Derivation] in ``workers`` worker processes, each derivation limited to ``timeout``
-    seconds (None: no limit). Raises DerivationError for the first activation refused, failed or out of time; the
-    message of a time limit names the activation, its expression and the step that ran out."""
+    """[Activation or Cell] -> [Derivation or CellDerivation] in ``workers`` worker processes, each derivation
+    limited to ``timeout`` seconds (None: no limit). Raises DerivationError (CellError for a cell's own refusal) for
+    the first one refused, failed or out of time; the message of a time limit names the activation and
+    its expression, or the cell, and the step that ran out."""
     activations = list(activations)
     restore = _raise_on_sigterm()  # before any worker exists: no moment where SIGTERM would orphan one
     pool = _Pool()
@@ -134,14 +151,14 @@ class _Pool:
                 try:
                     kind, index, value = conn.recv()
                 except (EOFError, OSError):
-                    raise DerivationError(f"{a.name}: the process deriving {_short(a.expr)} ended unexpectedly "
+                    raise DerivationError(f"{a.name}: the process deriving {_what(a)} ended unexpectedly "
                                           f"(exit code {_exit_code(slot.process)}) in step {slot.step!r}") from None
                 if kind == "step":
                     if slot.step == "starting" and timeout:
                         slot.deadline = time.monotonic() + timeout
                     slot.step = value
                 elif kind == "error":
-                    raise DerivationError(value)
+                    raise value[0](value[1])
                 else:
                     results[index] = value
                     slot.index = slot.deadline = slot.step = None
@@ -153,7 +170,7 @@ class _Pool:
                 if slot.deadline is not None and now >= slot.deadline:
                     a = activations[slot.index]
                     raise DerivationError(
-                        f"{a.name}: deriving {_short(a.expr)} ran past the time limit of {timeout:g} s in step "
+                        f"{a.name}: deriving {_what(a)} ran past the time limit of {timeout:g} s in step "
                         f"{slot.step!r}; allow more with timeout= ({__package__}.build.derive_all), --timeout "
                         f"(python -m {__package__}) or ${TIMEOUT_ENV}")
             busy = [s for s in self.slots if s.index is not None]
@@ -229,11 +246,12 @@ def _worker(tasks, conn, parent_pid):
 
         try:
             progress("starting")
-            reply = ("done", index, derive(activation, progress))
-        except DerivationError as e:
-            reply = ("error", index, str(e))
+            reply = ("done", index, derive_one(activation, progress))
+        except (DerivationError, CellError) as e:  # its own class, so the caller raises the same
+            reply = ("error", index, (type(e), str(e)))
         except Exception as e:  # derive wraps SymPy's own failures; anything else is still reported, not lost
-            reply = ("error", index, f"{activation.name}: {type(e).__name__} while deriving {activation.expr}: {e}")
+            reply = ("error", index, (DerivationError, f"{activation.name}: {type(e).__name__} while deriving "
+                                                       f"{_what(activation)}: {e}"))
         conn.send(reply)
 
 

@@ -98,6 +98,47 @@ def test_add_under_a_time_limit_writes_nothing(tmp_path):
     assert sorted(p.name for p in root.rglob("*")) == [".codegen.lock"]
 
 
+def _chain_cell(n):
+    """A cell of ``n`` intermediates, each a function of the one before: SymPy differentiates the inlined update
+    for many minutes at n = 20 (measured: still running after 10 min), an instant at n = 1."""
+    lines = ["f = sigmoid(W_xf @ x + W_hf @ h + b_f)", "g0 = tanh(f * h + h) ** 3"]
+    lines += [f"g{i} = tanh(f * g{i - 1} + h) ** 3" for i in range(1, n)]
+    return ("cell chain\ninput x[D]\nstate h[H]\nparam weight_ih[H, D] = W_xf\nparam weight_hh[H, H] = W_hf\n"
+            "param bias[H] = b_f\n\n" + "\n".join(lines) + f"\nh' = (1 - f) * h + f * g{n - 1}\n")
+
+
+def test_add_cell_under_a_time_limit_writes_nothing_and_leaves_no_worker(tmp_path):
+    """A user cell is derived under the same limit as an activation (it was derived in the command's own process,
+    with no limit): at 2 s add-cell refuses the twenty-intermediate chain naming the cell and the limit, writes
+    nothing, and no worker process is left."""
+    from codegen.__main__ import _add_cell
+
+    src = tmp_path / "chain.cell"
+    src.write_text(_chain_cell(20))
+    dirs = (tmp_path / "cells", tmp_path / "user_cells")
+    dirs[0].mkdir()
+    root = tmp_path / "generated"
+    start = time.monotonic()
+    with pytest.raises(DerivationError, match=r"chain: deriving the equations of the cell 'chain' ran past the time "
+                                              r"limit of 2 s in step 'differentiating the equations'"):
+        _add_cell(src, dirs, root, tmp_path / "user.json", base=(), timeout=2)
+    assert time.monotonic() - start < 2 + SLACK
+    assert sorted(p.name for p in root.rglob("*")) == [".codegen.lock"] and not dirs[1].exists()
+    if Path("/proc/self/status").exists():
+        assert _children(os.getpid()) == []
+
+
+def test_a_cell_derived_in_a_worker_equals_one_derived_here():
+    """The built-in cells through the workers (as make derive now derives them) print the same modules as
+    derived in this process."""
+    from codegen.build import derive_cells
+    from codegen.render import render_cells
+    from derive.cell import derive_cell, read_cells
+
+    here = render_cells([derive_cell(c) for c in read_cells()])
+    assert render_cells(derive_cells(workers=2, timeout=60)) == here
+
+
 @pytest.mark.parametrize("args", [["--timeout", "0.01", "--check"], ["list", "--timeout", "0.01"]])
 def test_command_line_timeout(args):
     """--timeout before or after the command reaches the derivations (0.01 s: not one catalogue entry fits)."""
