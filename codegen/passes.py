@@ -24,7 +24,8 @@
   the variable clamped to where the limits are reached to beyond double precision.
 - ``piecewise_arithmetic``: a two-branch Piecewise on a comparison with a number becomes arithmetic on values clamped
   to each branch's side (max, min, |u|, or comparisons written as 0/1 in the argument's dtype): np.where costs
-  15-20 times a comparison where the branch taken is unpredictable. The same value bit for bit, NaN included.
+  15-20 times a comparison where the branch taken is unpredictable. The same value bit for bit (signed zeros
+  aside), NaN included.
 - ``clamp_branches``: the branches of a Piecewise are all evaluated by ``np.where``; a branch that can overflow
   outside its own domain (elu's exp(x) at x = 1e3) gets its argument clamped to that domain, which changes nothing
   where the branch is selected.
@@ -95,18 +96,24 @@ def _abstract(new, old):
 
 
 def _agree(new, old):
-    """True when simplify proves new == old, or they agree to 30 digits at 40 at points across the reals."""
+    """True when simplify proves new == old, or they agree to 30 digits at 40 at points across the reals (each
+    variable its own value at each point: one value for all would let through a rewrite that swaps two of them);
+    points where either side is not finite (a pole) are skipped, and at least four of the six must be left."""
     difference = _elementary(new) - _elementary(old)
     if sp.count_ops(difference) <= PROOF_MAX_OPS and sp.simplify(difference) == 0:
         return True
     free = sorted(difference.free_symbols, key=str)
     scale = _elementary(old)
+    checked = 0
     for p in (-7.25, -1.5, -0.3, 0.2, 1.75, 6.5):
-        at = {v: sp.Float(p, 40) for v in free}
+        at = {v: sp.Float(p + sp.Rational(37, 100) * i, 40) for i, v in enumerate(free)}
         gap, size = difference.xreplace(at).evalf(40), scale.xreplace(at).evalf(40)
-        if not (gap.is_number and size.is_number) or abs(gap) > sp.Float(10, 40) ** -30 * max(1, abs(size)):
+        if not (gap.is_number and size.is_number and gap.is_finite and size.is_finite):
+            continue
+        if abs(gap) > sp.Float(10, 40) ** -30 * max(1, abs(size)):
             return False
-    return True
+        checked += 1
+    return checked >= 4
 
 
 def _terms(add):
@@ -345,8 +352,34 @@ def _edge(cond):
 
 def _linear(expr, u):
     """a when ``expr`` is a*u for a number a (u itself: 1), else None."""
-    a = sp.simplify(expr / u)
-    return a if a.is_number and a.is_finite else None
+    a, rest = expr.as_coeff_Mul()
+    return a if rest == u and a.is_finite else None
+
+
+def _constant_term(expr):
+    """True when ``expr`` is a sum with a term that is a number (log(1 + exp(u)) - log(2))."""
+    return expr.is_Add and any(t.is_number for t in expr.args)
+
+
+def _even_powers_positive(expr):
+    """(-u - 1)**2 -> (u + 1)**2: the form SymPy leaves after u -> -u, for comparing the two branches' structure."""
+    return expr.replace(lambda e: e.is_Pow and e.exp.is_even and e.base.could_extract_minus_sign(),
+                        lambda e: (-e.base) ** e.exp)
+
+
+TAME = 1e30  # |a value| an array printer may compute at the edge, in float32 (max 3.4e38) with room for the products
+
+
+def _tame_at(expr, u, e):
+    """True when every subexpression of ``expr`` that reads u is a finite real number of magnitude <= TAME at u = e:
+    the branch not taken is evaluated there and multiplied by 0, and inf * 0 would be NaN (exp(u) at e = 90 in
+    float32)."""
+    for sub in sp.preorder_traversal(expr):
+        if isinstance(sub, sp.Basic) and u in getattr(sub, "free_symbols", ()):
+            value = sub.xreplace({u: e}).evalf(20)
+            if not (value.is_number and value.is_real and value.is_finite and abs(value) <= TAME):
+                return False
+    return True
 
 
 def piecewise_arithmetic(expr):
@@ -358,9 +391,12 @@ def piecewise_arithmetic(expr):
         q(u) = p(-u), e = 0:        p(|u|) (or q)               softsign'(h) = (1 - |h|)**2
         p = a u, q = b u, e = 0:    max(a u, b u) (or min)      leaky_relu = max(u, u/100)
         p(0) = q(0) = 0, e = 0:     p(max(u, 0)) + q(min(u, 0))  elu = max(u, 0) + expm1(min(u, 0))
-        p(e), q(e) finite:          p(max(u, e)) [c] + q(min(u, e)) [not c]   relu'(h) = [not h <= 0]
+        p(e), q(e) tame:            p(max(u, e)) [c] + q(min(u, e)) [not c]   relu'(h) = [not h <= 0]
 
-    The same value at every u, the edge included, and NaN gives what the Piecewise's last branch gives there
+    (the sum only where neither branch has a constant term; the mirror only where u -> -u turns one branch into the
+    other as written, even powers aside; the indicators only where every part of both branches stays finite and
+    <= TAME at the edge). The same value at every u (signed zeros aside: relu(-0.0) is -0.0 here, +0.0 from
+    np.where and from the compiled target), the edge included, and NaN gives what the Piecewise's last branch gives there
     (nan_through puts the branch that reads u last): q(NaN) when q reads u (NaN), the number q otherwise (then
     [not c] is 1 and p [c] is 0: p is a number, asked below). Each branch is evaluated only on its own side of e, so
     one that would overflow beyond the edge cannot (clamp_branches' job, here for free), and the other term is a
@@ -385,14 +421,14 @@ def piecewise_arithmetic(expr):
         if p.is_number and sp.simplify(q_e - p) == 0 and (e == 0 or q == u):
             return q_side
         if e == 0 and u in q.free_symbols:
-            if sp.expand(p.subs(u, -u) - q) == 0:  # mirror images: p(|u|) (softsign'(h) = (1 - |h|)**2)
-                return (p if upward else q).subs(u, sp.Abs(u))
+            if _even_powers_positive(p.xreplace({u: -u})) == _even_powers_positive(q):  # mirror images: p(|u|)
+                return (p if upward else q).subs(u, sp.Abs(u))  # softsign'(h) = (1 - |h|)**2
             a, b = _linear(p, u), _linear(q, u)
             if a is not None and b is not None:  # above 0 the larger slope gives the larger value
                 return (sp.Max if bool(a >= b) == upward else sp.Min)(a * u, b * u)
-            if p_e == 0 and q_e == 0:
-                return p_side + q_side
-        if p.is_number or u in q.free_symbols:
+            if p_e == 0 and q_e == 0 and not (_constant_term(p) or _constant_term(q)):
+                return p_side + q_side  # (a constant term would be added on one side and taken off on the other)
+        if (p.is_number or u in q.free_symbols) and _tame_at(p, u, e) and _tame_at(q, u, e):
             return p_side * indicator.of(cond, True) + q_side * indicator.of(cond, False)
         return sp.Piecewise(*pairs)
 
