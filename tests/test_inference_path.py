@@ -41,7 +41,7 @@ def _tensors(requires_grad, seed=3):
 @pytest.mark.parametrize("activation", ACTIVATIONS)
 @pytest.mark.parametrize("how", ["no_grad", "inference_mode", "no_requires_grad"])
 def test_torch_rnn_without_gradient_runs_the_inference_path(monkeypatch, activation, how):
-    import torch
+    torch = pytest.importorskip("torch", reason="PyTorch (the bench extra) is not installed")
 
     from interop.torch_rnn import rnn
 
@@ -60,7 +60,7 @@ def test_torch_rnn_without_gradient_runs_the_inference_path(monkeypatch, activat
 
 @pytest.mark.parametrize("activation", ACTIVATIONS)
 def test_torch_rnn_with_gradient_keeps_the_training_path_and_its_backward(monkeypatch, activation):
-    import torch
+    torch = pytest.importorskip("torch", reason="PyTorch (the bench extra) is not installed")
 
     from interop.torch_rnn import rnn
 
@@ -78,7 +78,7 @@ def test_torch_rnn_with_gradient_keeps_the_training_path_and_its_backward(monkey
 
 
 def test_torch_module_under_no_grad_runs_every_layer_and_direction_on_the_inference_path(monkeypatch):
-    import torch
+    torch = pytest.importorskip("torch", reason="PyTorch (the bench extra) is not installed")
 
     from interop.torch_rnn import RNN
 
@@ -98,6 +98,7 @@ def test_torch_module_under_no_grad_runs_every_layer_and_direction_on_the_infere
 
 @pytest.mark.parametrize("requires_grad", [False, True])
 def test_torch_function_applied_directly_decides_from_its_inputs(monkeypatch, requires_grad):
+    pytest.importorskip("torch", reason="PyTorch (the bench extra) is not installed")
     from interop.torch_rnn import RNNFunction
 
     calls = _spy(monkeypatch, "gelu")
