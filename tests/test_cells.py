@@ -45,6 +45,17 @@ def loss(module, args, G, final):
     return float(np.sum(G * out) + sum(np.sum(g * getattr(cache, s)[-1]) for s, g in final.items()))
 
 
+def central_differences(module, args, G, final, k, eps=1e-6):
+    """dL/d(args[k]) by central differences of ``loss``, every entry perturbed by +-eps."""
+    fd = np.empty_like(args[k])
+    for idx in np.ndindex(fd.shape):
+        plus, minus = [a.copy() for a in args], [a.copy() for a in args]
+        plus[k][idx] += eps
+        minus[k][idx] -= eps
+        fd[idx] = (loss(module, plus, G, final) - loss(module, minus, G, final)) / (2 * eps)
+    return fd
+
+
 @pytest.fixture(params=CELLS)
 def cell(request):
     return generated.load(request.param)
@@ -156,16 +167,8 @@ def test_gradcheck_every_entry_central_differences(cell):
     G, final = loss_terms(cell, seed=7)
     _, cache = cell.forward(*args)
     grads = cell.backward(G, cache, dfinal=final or None)
-    eps = 1e-6
     for k, (name, g) in enumerate(zip(cell.ARGUMENTS, grads)):
-        fd = np.empty_like(g)
-        for idx in np.ndindex(g.shape):
-            plus = [a.copy() for a in args]
-            minus = [a.copy() for a in args]
-            plus[k][idx] += eps
-            minus[k][idx] -= eps
-            fd[idx] = (loss(cell, plus, G, final) - loss(cell, minus, G, final)) / (2 * eps)
-        assert rel(g, fd) < 1e-7, name
+        assert rel(g, central_differences(cell, args, G, final, k)) < 1e-7, name
 
 
 def test_gradcheck_catches_a_wrong_gradient(cell):
