@@ -220,6 +220,14 @@ def scalar_support(expr):
     return sorted(SCALAR_SUPPORT[f] for f in used if f in SCALAR_SUPPORT), "math." in printed
 
 
+def pair_prepared(f, df, arg, argname):
+    """f and f' (both in the symbol ``arg``) as the one pass computes them, in the symbol named ``argname``: the
+    numerics passes, then f's saturated terms and the sigmoids written so that the two share them."""
+    symbol = sp.Symbol(argname, real=True)
+    f_prepared, df_prepared = prepare(f), prepare(df)
+    return [e.subs(arg, symbol) for e in shared_sigmoids([share_saturated(f_prepared, df_prepared), df_prepared])]
+
+
 def pair_body(f, df, arg, argname):
     """Lines computing f and f' (both in the symbol ``arg``) from the array ``argname`` in one pass: the common
     subexpressions of the two (after the numerics passes) become temporaries ``_tmp0``, ``_tmp1``, ... computed once.
@@ -227,9 +235,7 @@ def pair_body(f, df, arg, argname):
     Returns (assignments, f's result, f''s result): the results as SymPy expressions in the temporaries, for
     ``into``.
     """
-    symbol = sp.Symbol(argname, real=True)
-    f_prepared, df_prepared = prepare(f), prepare(df)
-    prepared = [e.subs(arg, symbol) for e in shared_sigmoids([share_saturated(f_prepared, df_prepared), df_prepared])]
+    prepared = pair_prepared(f, df, arg, argname)
     replacements, (f_reduced, df_reduced) = sp.cse(prepared, symbols=sp.numbered_symbols("_tmp"), order="canonical")
     printer = KernelPrinter()
     lines = [f"{printer.doprint(sym)} = {printer.doprint(value)}" for sym, value in replacements]

@@ -14,7 +14,7 @@ from codegen.cell_render import cell_context
 from codegen.latex_passes import (Phi, closed_form_sup, definitions as normal_definitions, long_constants,
                                   name_parameters, phi, textbook)
 from codegen.latex_printer import latex, latex_terms
-from codegen.numpy_printer import elementwise_body, elementwise_into, scalar_support, support_names, ufunc_call
+from codegen.numpy_printer import scalar_support, support_names
 from codegen.rnn_lower import lower_rnn
 from codegen.rnn_printer import RnnPrinter
 from codegen.text_printer import text
@@ -72,16 +72,6 @@ def header(template, comment="#"):
             f"{comment} Do not edit: change the derivation or the template and run `make derive`.")
 
 
-def _returned(result, expr, var, argname):
-    """The return expression for the printed ``result`` of ``expr`` (in ``var``, from the array ``argname``): in the
-    argument's dtype, full-size when ``expr`` is a constant, and a copy when it is ``var`` itself (no aliasing)."""
-    if var not in expr.free_symbols:
-        return f"np.full_like({argname}, {result})"
-    if expr == var:
-        return f"{argname}.copy()"
-    return f"np.asarray({result}, dtype={argname}.dtype)"
-
-
 def module_context(d):
     """The template context of one derivation: text printed from its SymPy objects.
 
@@ -91,16 +81,7 @@ def module_context(d):
     """
     s = d.scalar
     code = RnnPrinter(lower_rnn(d)).sections()
-    f_lines, f_result = elementwise_body(s.f, x_symbol, "E")
-    f_into_lines, f_into = elementwise_into(s.f, x_symbol, "E", "out")
-    assert f_into_lines == f_lines  # the same temporaries, only the result written differently
-    f_return = _returned(f_result, s.f, x_symbol, "E")
-    if d.uses_output:
-        df_expr, df_var, df_arg = s.df_h, h_symbol, "h"
-    else:
-        df_expr, df_var, df_arg = s.df, x_symbol, "E"
-    df_lines, df_result = elementwise_body(df_expr, df_var, df_arg)
-    df_return = _returned(df_result, df_expr, df_var, df_arg)
+    df_expr, df_arg = (s.df_h, "h") if d.uses_output else (s.df, "E")
     scalar_imports, scalar_math = scalar_support(s.f)
     names = {s.f: "f", s.df: "f'"}  # each formula is written out once, in the module docstring
     if s.gamma is None:
@@ -117,8 +98,7 @@ def module_context(d):
         df_h_text=text(s.df_h) if d.uses_output else None, uses_output=d.uses_output,
         kinks=[repr(float(k)) for k in s.kinks], gamma_value=gamma_value, gamma_note=gamma_note, gamma_text=gamma_text,
         eq={k: text(getattr(d, k), names) for k in MATRIX_FIELDS}, grad_h0=text(_at_first_step(d.grad_h_prev)),
-        f_lines=f_lines, f_return=f_return, f_ufunc=ufunc_call(s.f, x_symbol, "E", "out"), f_into=f_into,
-        df_lines=df_lines, df_return=df_return, df_arg=df_arg,
+        df_arg=df_arg,
         support_imports="".join(f", {h}" for h in support_names(s.f, df_expr)),
         code=code, numba_max_work=NUMBA_MAX_WORK, jacobian_max_bytes=JACOBIAN_MAX_BYTES,
         scalar_imports=", ".join(scalar_imports), scalar_math=scalar_math,

@@ -16,7 +16,9 @@ derivative go through codegen.numpy_printer (with codegen.passes' numerics passe
 """
 import sympy as sp
 
-from codegen.numpy_printer import elementwise_into, into, pair_body, scalar_body
+from codegen.inplace_printer import array_program
+from codegen.numpy_printer import pair_prepared, scalar_body
+from codegen.passes import prepare
 from codegen.rnn_lower import E_t, dh_dE_t
 from codegen.text_printer import text
 from derive.cell import Assignment
@@ -89,14 +91,46 @@ class RnnPrinter:
         joiner = " + " if expr.is_Add else " * "
         return joiner.join(self.element(t, name) for t in _terms(expr))
 
-    def output_call(self):
-        """h_t = f(E_t) into h_t: one line with ``out=`` when f needs no temporaries and its last operation can write
-        into h_t (np.tanh, np.maximum, sigmoid, np.add of softplus' terms), else the module's ``activation``."""
+    # The elementwise work, one ufunc a line into arrays given with out= (codegen.inplace_printer) -------------------
+    def _in(self, expr, arg, name):
+        """A prepared expression of the kernel's ``arg``, in the array named ``name``."""
+        return prepare(expr).subs(arg, sp.Symbol(name, real=True))
+
+    def output_program(self):
+        """h_t = f(E_t) into h_t, in the step (h_t is E_t itself where f' is taken from h)."""
         a = self.k.output.value
-        lines, line = elementwise_into(a.expr, E_t, "E_t", a.symbol.name)
-        if not lines and not line.startswith(f"{a.symbol.name}[...]"):
-            return line
-        return f"activation(E_t, out={a.symbol.name})"
+        fresh = {a.symbol.name} if self.k.fused_derivative is not None else set()
+        return array_program([(prepare(a.expr), a.symbol.name)], {"E_t"}, fresh=fresh)
+
+    def pair_program(self, h, d, arg):
+        """h = f(arg) and d = f'(arg) in one pass (their shared subexpressions once); d may be the array ``arg``."""
+        f, df = pair_prepared(self.k.f, self.k.df, self.k.f_arg, arg)
+        return array_program([(f, h), (df, d)], {arg}, fresh={h})
+
+    @staticmethod
+    def scratch(program, like):
+        """Lines allocating ``program``'s scratch arrays: ``like`` is the text of an array of their shape."""
+        return [f"{name} = np.empty_like({like})" for name in program.scratch]
+
+    def activation(self):
+        """The body of ``activation(E, out=None)`` (out may be E itself)."""
+        program = array_program([(self._in(self.k.f, self.k.f_arg, "E"), "out")], {"E"})
+        return (["if out is None:", "    out = np.empty_like(E, dtype=np.result_type(E, 0.0))"]
+                + self.scratch(program, "out") + program.lines + ["return out"])
+
+    def activation_derivative(self):
+        """The body of ``activation_derivative(u, out=None)``, u = h or E (out may be u itself)."""
+        u = self.k.df_arg.name if self.k.keep == "h" else "E"
+        program = array_program([(self._in(self.k.df, self.k.df_arg, u), "d")], {u}, fresh={"d"})
+        new = f"np.empty_like({u}, dtype=np.result_type({u}, 0.0))"
+        if not program.borrowed:  # d is written once, by the last line: it may be u
+            return [f"d = {new} if out is None else out"] + self.scratch(program, "d") + program.lines + ["return d"]
+        return ([f"d = {new} if out is None or np.may_share_memory(out, {u}) else out"]
+                + self.scratch(program, "d") + program.lines
+                + ["if out is not None and out is not d:  # out overlaps the argument: d was computed apart",
+                   "    out[...] = d",
+                   "    return out",
+                   "return d"])
 
     def forward(self):
         k = self.k
@@ -114,35 +148,50 @@ class RnnPrinter:
                   "    _forward_loop(E, h, h0, W)  # the same steps, compiled"]
         if fused:
             lines += ["    if for_backward:",
-                      f"        E[...] = activation_derivative(E)  # {self.LHS['dh_dE']}{self.eq['dh_dE']}"
+                      f"        activation_derivative(E, out=E)  # {self.LHS['dh_dE']}{self.eq['dh_dE']}"
                       " for all t at once, over E_t"]
+        output = self.output_program()
+        pair = self.pair_program(k.output.target, fused.target, "E_t") if fused else None
+        scratch = max([output, pair] if fused else [output], key=lambda p: len(p.scratch))
         lines += [f"    return read_only(h), {cache}",
-                  f"{k.step_product.target} = np.empty((N, H), dtype=x.dtype)",
-                  "W_T, h_prev = W.T, h0",
+                  f"{k.step_product.target} = np.empty((N, H), dtype=x.dtype)"]
+        if scratch.scratch:
+            lines += [f"# scratch for the values inside f{' and f' if fused else ''}, one ufunc a line"]
+            lines += self.scratch(scratch, "W_h")
+        lines += ["W_T, h_prev = W.T, h0",
                   "for E_t, h_t in zip(E, h):  # views of step t (the same array when E is h)",
                   f"    {self.matmul(k.step_product.value, out=k.step_product.target)}  # W h_{{t-1}}, rows as batch",
                   f"    {self.inplace(k.pre_activation.value)}{self.note(k.pre_activation)}"]
         if fused:
-            lines += ["    if for_backward:",
-                      f"        activation_and_derivative(E_t, h_t, {fused.target})"
-                      f"  # h_t = {self.eq['output']}; then {self.LHS['dh_dE']}{self.eq['dh_dE']}, over E_t",
-                      "    else:",
-                      f"        {self.output_call()}{self.note(k.output)}"]
+            lines += [f"    if for_backward:  # h_t = {self.eq['output']}; then {self.LHS['dh_dE']}{self.eq['dh_dE']},"
+                      " over E_t"]
+            lines += [f"        {line}" for line in pair.lines]
+            lines += ["    else:"]
+            lines += self._noted(output.lines, "        ", k.output)
+        elif output.lines == ["np.copyto(h_t, E_t)"]:  # f(E) = E, and h_t is E_t
+            lines += [f"    {self.note(k.output).strip()}: E_t is h_t already"]
         else:
-            lines += [f"    {self.output_call()}{self.note(k.output)}"]
+            lines += self._noted(output.lines, "    ", k.output)
         lines += ["    h_prev = h_t",
                   f"return read_only(h), {cache}"]
         return lines
+
+    def _noted(self, program_lines, indent, line):
+        """``program_lines`` indented, the derivation step's note on the first (or on a line of its own)."""
+        if len(program_lines) == 1:
+            return [f"{indent}{program_lines[0]}{self.note(line)}"]
+        return [f"{indent}{self.note(line).strip()}"] + [f"{indent}{text_}" for text_ in program_lines]
 
     def fused(self):
         """The body of ``activation_and_derivative(E, h=None, d=None)``: f and f' in one pass (their shared
         subexpressions once) when f' is kept; else h = f(E), then f' from h."""
         k = self.k
-        lines = ["h = np.empty_like(E) if h is None else h", "d = np.empty_like(E) if d is None else d"]
+        lines = ["h = np.empty_like(E, dtype=np.result_type(E, 0.0)) if h is None else h",
+                 "d = np.empty_like(h) if d is None else d"]
         if k.fused_derivative is None:
-            return lines + ["activation(E, out=h)", "d[...] = activation_derivative(h)", "return h, d"]
-        body, f_result, df_result = pair_body(k.f, k.df, k.f_arg, "E")
-        return lines + body + [into(f_result, "h"), into(df_result, "d"), "return h, d"]
+            return lines + ["activation(E, out=h)", "activation_derivative(h, out=d)", "return h, d"]
+        program = self.pair_program("h", "d", "E")
+        return lines + self.scratch(program, "h") + program.lines + ["return h, d"]
 
     def backward(self):
         k = self.k
@@ -291,6 +340,7 @@ class RnnPrinter:
 
     def sections(self):
         return dict(forward=self.forward(), backward=self.backward(), fused=self.fused(),
+                    activation=self.activation(), activation_derivative=self.activation_derivative(),
                     activation_scalar=self.numba_activation(),
                     forward_loop=self.forward_loop(), backward_loop=self.backward_loop(), jacobian=self.jacobian(),
                     derivatives=self.derivatives(), jacobian_products=self.jacobian_products(),

@@ -45,7 +45,7 @@ CELLS = (
 # The digest of the templates every module here was generated from (codegen.render.format_fingerprint). A user
 # module in the per-user data folder records its own; one that records another, or none, came from another release
 # of the engine and is refused by load(), since it may import names that no longer exist.
-FORMAT = '9be53bc2cbbed830c8527de773750648329498529d9c366e64fd9fc6c6b41724'
+FORMAT = '0e6f8a9fc3d21654b3838636d4bcb83cb5586b67d18b82682704644a2d275376'
 
 
 class StaleModuleError(ImportError):

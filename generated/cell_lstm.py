@@ -90,7 +90,7 @@ from generated._support import sigmoid
 
 NAME = "lstm"
 # the digest of the templates this module came from: generated.load refuses a user module with another
-FORMAT = "9be53bc2cbbed830c8527de773750648329498529d9c366e64fd9fc6c6b41724"
+FORMAT = "0e6f8a9fc3d21654b3838636d4bcb83cb5586b67d18b82682704644a2d275376"
 INPUT = "x"
 STATES = ("h", "c",)
 OUTPUT = "h"

@@ -38,7 +38,7 @@ from generated._support import (Cache, Grads, blas_threads, check_backward, chec
 
 NAME = 'elu'
 # the digest of the templates this module came from: generated.load refuses a user module with another
-FORMAT = '9be53bc2cbbed830c8527de773750648329498529d9c366e64fd9fc6c6b41724'
+FORMAT = '0e6f8a9fc3d21654b3838636d4bcb83cb5586b67d18b82682704644a2d275376'
 EXPRESSION = 'x if x > 0 else exp(x) - 1'  # f(x)
 DERIVATIVE = 'exp(x) if x <= 0 else 1'  # f'(x)
 DERIVATIVE_FROM_OUTPUT = 'h + 1 if h <= 0 else 1'  # f' in terms of h = f(x), when the backward pass uses it
@@ -53,14 +53,25 @@ KINKS = ()  # where f' jumps: finite differences must stay clear
 def activation(E, out=None):
     """h = f(E), elementwise (f as in EXPRESSION); into ``out`` when given (it may be E itself)."""
     if out is None:
-        return np.asarray(np.expm1(np.minimum(0, E)) + np.maximum(0, E), dtype=E.dtype)
-    np.add(np.maximum(0, E), np.expm1(np.minimum(0, E)), out=out)
+        out = np.empty_like(E, dtype=np.result_type(E, 0.0))
+    _s0 = np.empty_like(out)
+    _s1 = np.empty_like(out)
+    np.maximum(0, E, out=_s0)
+    np.minimum(0, E, out=_s1)
+    np.expm1(_s1, out=_s1)
+    np.add(_s0, _s1, out=out)
     return out
 
 
-def activation_derivative(h):
-    """f'(E_t) from the output h_t = f(E_t), as in DERIVATIVE_FROM_OUTPUT, elementwise."""
-    return np.asarray(np.minimum(0, h) + 1, dtype=h.dtype)
+def activation_derivative(h, out=None):
+    """f'(E_t) from the output h_t = f(E_t), as in DERIVATIVE_FROM_OUTPUT, elementwise; into ``out`` when given (it may be h itself)."""
+    d = np.empty_like(h, dtype=np.result_type(h, 0.0)) if out is None or np.may_share_memory(out, h) else out
+    np.minimum(0, h, out=d)
+    np.add(d, 1, out=d)
+    if out is not None and out is not d:  # out overlaps the argument: d was computed apart
+        out[...] = d
+        return out
+    return d
 
 
 def activation_and_derivative(E, h=None, d=None):
@@ -68,10 +79,10 @@ def activation_and_derivative(E, h=None, d=None):
 
     Into ``h`` and ``d`` when given: ``d`` may be E itself (it is written last), ``h`` may not. Returns (h, d).
     """
-    h = np.empty_like(E) if h is None else h
-    d = np.empty_like(E) if d is None else d
+    h = np.empty_like(E, dtype=np.result_type(E, 0.0)) if h is None else h
+    d = np.empty_like(h) if d is None else d
     activation(E, out=h)
-    d[...] = activation_derivative(h)
+    activation_derivative(h, out=d)
     return h, d
 
 
@@ -96,11 +107,18 @@ def forward(x, h0, V, W, b, for_backward=True):
         _forward_loop(E, h, h0, W)  # the same steps, compiled
         return read_only(h), Cache(x, h0, V, W, b, h, None)
     W_h = np.empty((N, H), dtype=x.dtype)
+    # scratch for the values inside f, one ufunc a line
+    _s0 = np.empty_like(W_h)
+    _s1 = np.empty_like(W_h)
     W_T, h_prev = W.T, h0
     for E_t, h_t in zip(E, h):  # views of step t (the same array when E is h)
         np.matmul(h_prev, W_T, out=W_h)  # W h_{t-1}, rows as batch
         E_t += W_h  # E_t = V x_t + W h_{t-1} + b_h
-        np.add(np.maximum(0, E_t), np.expm1(np.minimum(0, E_t)), out=h_t)  # h_t = f(E_t)
+        # h_t = f(E_t)
+        np.maximum(0, E_t, out=_s0)
+        np.minimum(0, E_t, out=_s1)
+        np.expm1(_s1, out=_s1)
+        np.add(_s0, _s1, out=h_t)
         h_prev = h_t
     return read_only(h), Cache(x, h0, V, W, b, h, None)
 

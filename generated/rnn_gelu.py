@@ -39,7 +39,7 @@ if numba is not None:
 
 NAME = 'gelu'
 # the digest of the templates this module came from: generated.load refuses a user module with another
-FORMAT = '9be53bc2cbbed830c8527de773750648329498529d9c366e64fd9fc6c6b41724'
+FORMAT = '0e6f8a9fc3d21654b3838636d4bcb83cb5586b67d18b82682704644a2d275376'
 EXPRESSION = 'x*(erf(sqrt(2)*x/2) + 1)/2'  # f(x)
 DERIVATIVE = 'sqrt(2)*x*exp(-x**2/2)/(2*sqrt(pi)) + erf(sqrt(2)*x/2)/2 + 1/2'  # f'(x)
 DERIVATIVE_FROM_OUTPUT = None  # f' in terms of h = f(x), when the backward pass uses it
@@ -54,15 +54,32 @@ KINKS = ()  # where f' jumps: finite differences must stay clear
 def activation(E, out=None):
     """h = f(E), elementwise (f as in EXPRESSION); into ``out`` when given (it may be E itself)."""
     if out is None:
-        return np.asarray(E*ndtr(E), dtype=E.dtype)
-    np.multiply(E, ndtr(E), out=out)
+        out = np.empty_like(E, dtype=np.result_type(E, 0.0))
+    _s0 = np.empty_like(out)
+    _s0[...] = ndtr(E)
+    np.multiply(E, _s0, out=out)
     return out
 
 
-def activation_derivative(E):
-    """f'(E_t), as in DERIVATIVE, elementwise."""
-    _tmp0 = np.maximum(-64, np.minimum(64, E))
-    return np.asarray(0.3989422804014327*_tmp0*np.exp(-0.5*_tmp0**2) + ndtr(_tmp0), dtype=E.dtype)
+def activation_derivative(E, out=None):
+    """f'(E_t), as in DERIVATIVE, elementwise; into ``out`` when given (it may be E itself)."""
+    d = np.empty_like(E, dtype=np.result_type(E, 0.0)) if out is None or np.may_share_memory(out, E) else out
+    _s0 = np.empty_like(d)
+    _s1 = np.empty_like(d)
+    np.minimum(64, E, out=d)
+    np.maximum(-64, d, out=d)
+    np.multiply(0.3989422804014327, d, out=_s0)
+    np.square(d, out=_s1)
+    np.multiply(0.5, _s1, out=_s1)
+    np.negative(_s1, out=_s1)
+    np.exp(_s1, out=_s1)
+    np.multiply(_s0, _s1, out=_s0)
+    _s1[...] = ndtr(d)
+    np.add(_s0, _s1, out=d)
+    if out is not None and out is not d:  # out overlaps the argument: d was computed apart
+        out[...] = d
+        return out
+    return d
 
 
 def activation_and_derivative(E, h=None, d=None):
@@ -70,12 +87,22 @@ def activation_and_derivative(E, h=None, d=None):
 
     Into ``h`` and ``d`` when given: ``d`` may be E itself (it is written last), ``h`` may not. Returns (h, d).
     """
-    h = np.empty_like(E) if h is None else h
-    d = np.empty_like(E) if d is None else d
-    _tmp0 = np.maximum(-64, np.minimum(64, E))
-    _tmp1 = ndtr(_tmp0)
-    np.multiply(_tmp1, E, out=h)
-    np.add(_tmp1, 0.3989422804014327*_tmp0*np.exp(-0.5*_tmp0**2), out=d)
+    h = np.empty_like(E, dtype=np.result_type(E, 0.0)) if h is None else h
+    d = np.empty_like(h) if d is None else d
+    _s0 = np.empty_like(h)
+    _s1 = np.empty_like(h)
+    _s2 = np.empty_like(h)
+    np.minimum(64, E, out=h)
+    np.maximum(-64, h, out=_s0)
+    _s1[...] = ndtr(_s0)
+    np.multiply(_s1, E, out=h)
+    np.multiply(0.3989422804014327, _s0, out=_s2)
+    np.square(_s0, out=_s0)
+    np.multiply(0.5, _s0, out=_s0)
+    np.negative(_s0, out=_s0)
+    np.exp(_s0, out=_s0)
+    np.multiply(_s2, _s0, out=_s2)
+    np.add(_s1, _s2, out=d)
     return h, d
 
 
@@ -100,17 +127,33 @@ def forward(x, h0, V, W, b, for_backward=True):
     if use_numba(BACKEND, N * H * H, NUMBA_MAX_WORK):
         _forward_loop(E, h, h0, W)  # the same steps, compiled
         if for_backward:
-            E[...] = activation_derivative(E)  # dh_t/dE_t = diag(f'(E_t)) for all t at once, over E_t
+            activation_derivative(E, out=E)  # dh_t/dE_t = diag(f'(E_t)) for all t at once, over E_t
         return read_only(h), Cache(x, h0, V, W, b, h, E if for_backward else None)
     W_h = np.empty((N, H), dtype=x.dtype)
+    # scratch for the values inside f and f, one ufunc a line
+    _s0 = np.empty_like(W_h)
+    _s1 = np.empty_like(W_h)
+    _s2 = np.empty_like(W_h)
     W_T, h_prev = W.T, h0
     for E_t, h_t in zip(E, h):  # views of step t (the same array when E is h)
         np.matmul(h_prev, W_T, out=W_h)  # W h_{t-1}, rows as batch
         E_t += W_h  # E_t = V x_t + W h_{t-1} + b_h
-        if for_backward:
-            activation_and_derivative(E_t, h_t, E_t)  # h_t = f(E_t); then dh_t/dE_t = diag(f'(E_t)), over E_t
+        if for_backward:  # h_t = f(E_t); then dh_t/dE_t = diag(f'(E_t)), over E_t
+            np.minimum(64, E_t, out=h_t)
+            np.maximum(-64, h_t, out=_s0)
+            _s1[...] = ndtr(_s0)
+            np.multiply(_s1, E_t, out=h_t)
+            np.multiply(0.3989422804014327, _s0, out=_s2)
+            np.square(_s0, out=_s0)
+            np.multiply(0.5, _s0, out=_s0)
+            np.negative(_s0, out=_s0)
+            np.exp(_s0, out=_s0)
+            np.multiply(_s2, _s0, out=_s2)
+            np.add(_s1, _s2, out=E_t)
         else:
-            np.multiply(E_t, ndtr(E_t), out=h_t)  # h_t = f(E_t)
+            # h_t = f(E_t)
+            h_t[...] = ndtr(E_t)
+            np.multiply(E_t, h_t, out=h_t)
         h_prev = h_t
     return read_only(h), Cache(x, h0, V, W, b, h, E if for_backward else None)
 

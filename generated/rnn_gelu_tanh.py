@@ -39,7 +39,7 @@ if numba is not None:
 
 NAME = 'gelu_tanh'
 # the digest of the templates this module came from: generated.load refuses a user module with another
-FORMAT = '9be53bc2cbbed830c8527de773750648329498529d9c366e64fd9fc6c6b41724'
+FORMAT = '0e6f8a9fc3d21654b3838636d4bcb83cb5586b67d18b82682704644a2d275376'
 EXPRESSION = 'x*(tanh(sqrt(2)*(8943*x**3/200000 + x)/sqrt(pi)) + 1)/2'  # f(x)
 DERIVATIVE = 'sqrt(2)*x*(1 - tanh(sqrt(2)*(8943*x**3/200000 + x)/sqrt(pi))**2)*(26829*x**2/200000 + 1)/(2*sqrt(pi)) + tanh(sqrt(2)*(8943*x**3/200000 + x)/sqrt(pi))/2 + 1/2'  # f'(x)
 DERIVATIVE_FROM_OUTPUT = None  # f' in terms of h = f(x), when the backward pass uses it
@@ -54,18 +54,46 @@ KINKS = ()  # where f' jumps: finite differences must stay clear
 def activation(E, out=None):
     """h = f(E), elementwise (f as in EXPRESSION); into ``out`` when given (it may be E itself)."""
     if out is None:
-        return np.asarray(E*sigmoid(0.07135481627260025*(E*E*E) + 1.5957691216057308*E), dtype=E.dtype)
-    np.multiply(E, sigmoid(0.07135481627260025*(E*E*E) + 1.5957691216057308*E), out=out)
+        out = np.empty_like(E, dtype=np.result_type(E, 0.0))
+    _s0 = np.empty_like(out)
+    _s1 = np.empty_like(out)
+    np.multiply(E, E, out=_s0)
+    np.multiply(_s0, E, out=_s0)
+    np.multiply(0.07135481627260025, _s0, out=_s0)
+    np.multiply(1.5957691216057308, E, out=_s1)
+    np.add(_s0, _s1, out=_s0)
+    sigmoid(_s0, out=_s0)
+    np.multiply(E, _s0, out=out)
     return out
 
 
-def activation_derivative(E):
-    """f'(E_t), as in DERIVATIVE, elementwise."""
-    _tmp0 = np.maximum(-32, np.minimum(32, E))
-    _tmp1 = 1.5957691216057308*_tmp0
-    _tmp2 = 0.07135481627260025*(_tmp0*_tmp0*_tmp0) + _tmp1
-    _tmp3 = sigmoid(_tmp2)
-    return np.asarray(_tmp1*_tmp3*(0.134145*_tmp0**2 + 1)*sigmoid(-_tmp2) + _tmp3, dtype=E.dtype)
+def activation_derivative(E, out=None):
+    """f'(E_t), as in DERIVATIVE, elementwise; into ``out`` when given (it may be E itself)."""
+    d = np.empty_like(E, dtype=np.result_type(E, 0.0)) if out is None or np.may_share_memory(out, E) else out
+    _s0 = np.empty_like(d)
+    _s1 = np.empty_like(d)
+    _s2 = np.empty_like(d)
+    np.minimum(32, E, out=d)
+    np.maximum(-32, d, out=d)
+    np.multiply(1.5957691216057308, d, out=_s0)
+    np.multiply(d, d, out=_s1)
+    np.multiply(_s1, d, out=_s1)
+    np.multiply(0.07135481627260025, _s1, out=_s1)
+    np.add(_s0, _s1, out=_s1)
+    sigmoid(_s1, out=_s2)
+    np.multiply(_s0, _s2, out=_s0)
+    np.square(d, out=d)
+    np.multiply(0.134145, d, out=d)
+    np.add(d, 1, out=d)
+    np.multiply(_s0, d, out=_s0)
+    np.negative(_s1, out=_s1)
+    sigmoid(_s1, out=_s1)
+    np.multiply(_s0, _s1, out=_s0)
+    np.add(_s2, _s0, out=d)
+    if out is not None and out is not d:  # out overlaps the argument: d was computed apart
+        out[...] = d
+        return out
+    return d
 
 
 def activation_and_derivative(E, h=None, d=None):
@@ -73,16 +101,36 @@ def activation_and_derivative(E, h=None, d=None):
 
     Into ``h`` and ``d`` when given: ``d`` may be E itself (it is written last), ``h`` may not. Returns (h, d).
     """
-    h = np.empty_like(E) if h is None else h
-    d = np.empty_like(E) if d is None else d
-    _tmp0 = np.maximum(-32, np.minimum(32, E))
-    _tmp1 = 1.5957691216057308*_tmp0
-    _tmp2 = 0.07135481627260025*(_tmp0*_tmp0*_tmp0) + _tmp1
-    _tmp3 = np.exp(-np.abs(_tmp2))
-    _tmp4 = _tmp3 + 1
-    _tmp5 = np.maximum(_tmp3, (_tmp2 >= 0))/_tmp4
-    np.multiply(_tmp5, E, out=h)
-    np.add(_tmp5, _tmp1*_tmp3*(0.134145*_tmp0**2 + 1)/_tmp4**2, out=d)
+    h = np.empty_like(E, dtype=np.result_type(E, 0.0)) if h is None else h
+    d = np.empty_like(h) if d is None else d
+    _s0 = np.empty_like(h)
+    _s1 = np.empty_like(h)
+    _s2 = np.empty_like(h)
+    _s3 = np.empty_like(h)
+    _s4 = np.empty_like(h)
+    np.minimum(32, E, out=h)
+    np.maximum(-32, h, out=_s0)
+    np.multiply(1.5957691216057308, _s0, out=_s1)
+    np.multiply(_s0, _s0, out=h)
+    np.multiply(h, _s0, out=h)
+    np.multiply(0.07135481627260025, h, out=h)
+    np.add(_s1, h, out=h)
+    np.abs(h, out=_s2)
+    np.negative(_s2, out=_s2)
+    np.exp(_s2, out=_s2)
+    np.add(_s2, 1, out=_s3)
+    np.greater_equal(h, 0, out=h)
+    np.maximum(_s2, h, out=h)
+    np.divide(h, _s3, out=_s4)
+    np.multiply(_s4, E, out=h)
+    np.multiply(_s1, _s2, out=_s1)
+    np.square(_s0, out=_s0)
+    np.multiply(0.134145, _s0, out=_s0)
+    np.add(_s0, 1, out=_s0)
+    np.multiply(_s1, _s0, out=_s1)
+    np.square(_s3, out=_s3)
+    np.divide(_s1, _s3, out=_s1)
+    np.add(_s4, _s1, out=d)
     return h, d
 
 
@@ -107,17 +155,52 @@ def forward(x, h0, V, W, b, for_backward=True):
     if use_numba(BACKEND, N * H * H, NUMBA_MAX_WORK):
         _forward_loop(E, h, h0, W)  # the same steps, compiled
         if for_backward:
-            E[...] = activation_derivative(E)  # dh_t/dE_t = diag(f'(E_t)) for all t at once, over E_t
+            activation_derivative(E, out=E)  # dh_t/dE_t = diag(f'(E_t)) for all t at once, over E_t
         return read_only(h), Cache(x, h0, V, W, b, h, E if for_backward else None)
     W_h = np.empty((N, H), dtype=x.dtype)
+    # scratch for the values inside f and f, one ufunc a line
+    _s0 = np.empty_like(W_h)
+    _s1 = np.empty_like(W_h)
+    _s2 = np.empty_like(W_h)
+    _s3 = np.empty_like(W_h)
+    _s4 = np.empty_like(W_h)
     W_T, h_prev = W.T, h0
     for E_t, h_t in zip(E, h):  # views of step t (the same array when E is h)
         np.matmul(h_prev, W_T, out=W_h)  # W h_{t-1}, rows as batch
         E_t += W_h  # E_t = V x_t + W h_{t-1} + b_h
-        if for_backward:
-            activation_and_derivative(E_t, h_t, E_t)  # h_t = f(E_t); then dh_t/dE_t = diag(f'(E_t)), over E_t
+        if for_backward:  # h_t = f(E_t); then dh_t/dE_t = diag(f'(E_t)), over E_t
+            np.minimum(32, E_t, out=h_t)
+            np.maximum(-32, h_t, out=_s0)
+            np.multiply(1.5957691216057308, _s0, out=_s1)
+            np.multiply(_s0, _s0, out=h_t)
+            np.multiply(h_t, _s0, out=h_t)
+            np.multiply(0.07135481627260025, h_t, out=h_t)
+            np.add(_s1, h_t, out=h_t)
+            np.abs(h_t, out=_s2)
+            np.negative(_s2, out=_s2)
+            np.exp(_s2, out=_s2)
+            np.add(_s2, 1, out=_s3)
+            np.greater_equal(h_t, 0, out=h_t)
+            np.maximum(_s2, h_t, out=h_t)
+            np.divide(h_t, _s3, out=_s4)
+            np.multiply(_s4, E_t, out=h_t)
+            np.multiply(_s1, _s2, out=_s1)
+            np.square(_s0, out=_s0)
+            np.multiply(0.134145, _s0, out=_s0)
+            np.add(_s0, 1, out=_s0)
+            np.multiply(_s1, _s0, out=_s1)
+            np.square(_s3, out=_s3)
+            np.divide(_s1, _s3, out=_s1)
+            np.add(_s4, _s1, out=E_t)
         else:
-            np.multiply(E_t, sigmoid(0.07135481627260025*(E_t*E_t*E_t) + 1.5957691216057308*E_t), out=h_t)  # h_t = f(E_t)
+            # h_t = f(E_t)
+            np.multiply(E_t, E_t, out=h_t)
+            np.multiply(h_t, E_t, out=h_t)
+            np.multiply(0.07135481627260025, h_t, out=h_t)
+            np.multiply(1.5957691216057308, E_t, out=_s0)
+            np.add(h_t, _s0, out=_s0)
+            sigmoid(_s0, out=_s0)
+            np.multiply(E_t, _s0, out=h_t)
         h_prev = h_t
     return read_only(h), Cache(x, h0, V, W, b, h, E if for_backward else None)
 

@@ -36,7 +36,7 @@ from generated._support import (Cache, Grads, blas_threads, check_backward, chec
 
 NAME = 'identity'
 # the digest of the templates this module came from: generated.load refuses a user module with another
-FORMAT = '9be53bc2cbbed830c8527de773750648329498529d9c366e64fd9fc6c6b41724'
+FORMAT = '0e6f8a9fc3d21654b3838636d4bcb83cb5586b67d18b82682704644a2d275376'
 EXPRESSION = 'x'  # f(x)
 DERIVATIVE = '1'  # f'(x)
 DERIVATIVE_FROM_OUTPUT = '1'  # f' in terms of h = f(x), when the backward pass uses it
@@ -51,14 +51,16 @@ KINKS = ()  # where f' jumps: finite differences must stay clear
 def activation(E, out=None):
     """h = f(E), elementwise (f as in EXPRESSION); into ``out`` when given (it may be E itself)."""
     if out is None:
-        return E.copy()
-    out[...] = E
+        out = np.empty_like(E, dtype=np.result_type(E, 0.0))
+    np.copyto(out, E)
     return out
 
 
-def activation_derivative(h):
-    """f'(E_t) from the output h_t = f(E_t), as in DERIVATIVE_FROM_OUTPUT, elementwise."""
-    return np.full_like(h, 1)
+def activation_derivative(h, out=None):
+    """f'(E_t) from the output h_t = f(E_t), as in DERIVATIVE_FROM_OUTPUT, elementwise; into ``out`` when given (it may be h itself)."""
+    d = np.empty_like(h, dtype=np.result_type(h, 0.0)) if out is None else out
+    d[...] = 1
+    return d
 
 
 def activation_and_derivative(E, h=None, d=None):
@@ -66,10 +68,10 @@ def activation_and_derivative(E, h=None, d=None):
 
     Into ``h`` and ``d`` when given: ``d`` may be E itself (it is written last), ``h`` may not. Returns (h, d).
     """
-    h = np.empty_like(E) if h is None else h
-    d = np.empty_like(E) if d is None else d
+    h = np.empty_like(E, dtype=np.result_type(E, 0.0)) if h is None else h
+    d = np.empty_like(h) if d is None else d
     activation(E, out=h)
-    d[...] = activation_derivative(h)
+    activation_derivative(h, out=d)
     return h, d
 
 
@@ -98,7 +100,7 @@ def forward(x, h0, V, W, b, for_backward=True):
     for E_t, h_t in zip(E, h):  # views of step t (the same array when E is h)
         np.matmul(h_prev, W_T, out=W_h)  # W h_{t-1}, rows as batch
         E_t += W_h  # E_t = V x_t + W h_{t-1} + b_h
-        activation(E_t, out=h_t)  # h_t = E_t
+        # h_t = E_t: E_t is h_t already
         h_prev = h_t
     return read_only(h), Cache(x, h0, V, W, b, h, None)
 

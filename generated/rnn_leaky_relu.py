@@ -36,7 +36,7 @@ from generated._support import (Cache, Grads, blas_threads, check_backward, chec
 
 NAME = 'leaky_relu'
 # the digest of the templates this module came from: generated.load refuses a user module with another
-FORMAT = '9be53bc2cbbed830c8527de773750648329498529d9c366e64fd9fc6c6b41724'
+FORMAT = '0e6f8a9fc3d21654b3838636d4bcb83cb5586b67d18b82682704644a2d275376'
 EXPRESSION = 'x if x > 0 else x/100'  # f(x)
 DERIVATIVE = '1/100 if x <= 0 else 1'  # f'(x)
 DERIVATIVE_FROM_OUTPUT = '1/100 if h <= 0 else 1'  # f' in terms of h = f(x), when the backward pass uses it
@@ -51,14 +51,25 @@ KINKS = (0.0,)  # where f' jumps: finite differences must stay clear
 def activation(E, out=None):
     """h = f(E), elementwise (f as in EXPRESSION); into ``out`` when given (it may be E itself)."""
     if out is None:
-        return np.asarray(np.maximum(E, 0.01*E), dtype=E.dtype)
-    np.maximum(E, 0.01*E, out=out)
+        out = np.empty_like(E, dtype=np.result_type(E, 0.0))
+    _s0 = np.empty_like(out)
+    np.multiply(0.01, E, out=_s0)
+    np.maximum(E, _s0, out=out)
     return out
 
 
-def activation_derivative(h):
-    """f'(E_t) from the output h_t = f(E_t), as in DERIVATIVE_FROM_OUTPUT, elementwise."""
-    return np.asarray((1 - np.less_equal(h, 0, out=np.empty_like(h))) + 0.01*np.less_equal(h, 0, out=np.empty_like(h)), dtype=h.dtype)
+def activation_derivative(h, out=None):
+    """f'(E_t) from the output h_t = f(E_t), as in DERIVATIVE_FROM_OUTPUT, elementwise; into ``out`` when given (it may be h itself)."""
+    d = np.empty_like(h, dtype=np.result_type(h, 0.0)) if out is None or np.may_share_memory(out, h) else out
+    _s0 = np.empty_like(d)
+    np.less_equal(h, 0, out=d)
+    np.multiply(0.01, d, out=_s0)
+    np.subtract(1, d, out=d)
+    np.add(_s0, d, out=d)
+    if out is not None and out is not d:  # out overlaps the argument: d was computed apart
+        out[...] = d
+        return out
+    return d
 
 
 def activation_and_derivative(E, h=None, d=None):
@@ -66,10 +77,10 @@ def activation_and_derivative(E, h=None, d=None):
 
     Into ``h`` and ``d`` when given: ``d`` may be E itself (it is written last), ``h`` may not. Returns (h, d).
     """
-    h = np.empty_like(E) if h is None else h
-    d = np.empty_like(E) if d is None else d
+    h = np.empty_like(E, dtype=np.result_type(E, 0.0)) if h is None else h
+    d = np.empty_like(h) if d is None else d
     activation(E, out=h)
-    d[...] = activation_derivative(h)
+    activation_derivative(h, out=d)
     return h, d
 
 
@@ -94,11 +105,15 @@ def forward(x, h0, V, W, b, for_backward=True):
         _forward_loop(E, h, h0, W)  # the same steps, compiled
         return read_only(h), Cache(x, h0, V, W, b, h, None)
     W_h = np.empty((N, H), dtype=x.dtype)
+    # scratch for the values inside f, one ufunc a line
+    _s0 = np.empty_like(W_h)
     W_T, h_prev = W.T, h0
     for E_t, h_t in zip(E, h):  # views of step t (the same array when E is h)
         np.matmul(h_prev, W_T, out=W_h)  # W h_{t-1}, rows as batch
         E_t += W_h  # E_t = V x_t + W h_{t-1} + b_h
-        np.maximum(E_t, 0.01*E_t, out=h_t)  # h_t = f(E_t)
+        # h_t = f(E_t)
+        np.multiply(0.01, E_t, out=_s0)
+        np.maximum(E_t, _s0, out=h_t)
         h_prev = h_t
     return read_only(h), Cache(x, h0, V, W, b, h, None)
 

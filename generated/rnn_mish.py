@@ -39,7 +39,7 @@ if numba is not None:
 
 NAME = 'mish'
 # the digest of the templates this module came from: generated.load refuses a user module with another
-FORMAT = '9be53bc2cbbed830c8527de773750648329498529d9c366e64fd9fc6c6b41724'
+FORMAT = '0e6f8a9fc3d21654b3838636d4bcb83cb5586b67d18b82682704644a2d275376'
 EXPRESSION = 'x*tanh(softplus(x))'  # f(x)
 DERIVATIVE = 'x*(1 - tanh(softplus(x))**2)*sigmoid(x) + tanh(softplus(x))'  # f'(x)
 DERIVATIVE_FROM_OUTPUT = None  # f' in terms of h = f(x), when the backward pass uses it
@@ -54,16 +54,47 @@ KINKS = ()  # where f' jumps: finite differences must stay clear
 def activation(E, out=None):
     """h = f(E), elementwise (f as in EXPRESSION); into ``out`` when given (it may be E itself)."""
     if out is None:
-        return np.asarray(E*np.tanh((np.maximum(E, 0) + np.log1p(np.exp(-np.abs(E))))), dtype=E.dtype)
-    np.multiply(E, np.tanh((np.maximum(E, 0) + np.log1p(np.exp(-np.abs(E))))), out=out)
+        out = np.empty_like(E, dtype=np.result_type(E, 0.0))
+    _s0 = np.empty_like(out)
+    _s1 = np.empty_like(out)
+    np.maximum(0, E, out=_s0)
+    np.abs(E, out=_s1)
+    np.negative(_s1, out=_s1)
+    np.exp(_s1, out=_s1)
+    np.log1p(_s1, out=_s1)
+    np.add(_s0, _s1, out=_s0)
+    np.tanh(_s0, out=_s0)
+    np.multiply(E, _s0, out=out)
     return out
 
 
-def activation_derivative(E):
-    """f'(E_t), as in DERIVATIVE, elementwise."""
-    _tmp0 = (np.maximum(E, 0) + np.log1p(np.exp(-np.abs(E))))
-    _tmp1 = 2*_tmp0
-    return np.asarray(4*E*sigmoid(E)*sigmoid(-_tmp1)*sigmoid(_tmp1) + np.tanh(_tmp0), dtype=E.dtype)
+def activation_derivative(E, out=None):
+    """f'(E_t), as in DERIVATIVE, elementwise; into ``out`` when given (it may be E itself)."""
+    d = np.empty_like(E, dtype=np.result_type(E, 0.0)) if out is None or np.may_share_memory(out, E) else out
+    _s0 = np.empty_like(d)
+    _s1 = np.empty_like(d)
+    _s2 = np.empty_like(d)
+    np.maximum(0, E, out=d)
+    np.abs(E, out=_s0)
+    np.negative(_s0, out=_s0)
+    np.exp(_s0, out=_s0)
+    np.log1p(_s0, out=_s0)
+    np.add(d, _s0, out=_s0)
+    np.multiply(_s0, 2, out=d)
+    sigmoid(d, out=_s1)
+    np.multiply(E, _s1, out=_s1)
+    sigmoid(E, out=_s2)
+    np.multiply(_s1, _s2, out=_s1)
+    np.negative(d, out=_s2)
+    sigmoid(_s2, out=_s2)
+    np.multiply(_s1, _s2, out=_s1)
+    np.multiply(_s1, 4, out=_s1)
+    np.tanh(_s0, out=_s0)
+    np.add(_s1, _s0, out=d)
+    if out is not None and out is not d:  # out overlaps the argument: d was computed apart
+        out[...] = d
+        return out
+    return d
 
 
 def activation_and_derivative(E, h=None, d=None):
@@ -71,13 +102,32 @@ def activation_and_derivative(E, h=None, d=None):
 
     Into ``h`` and ``d`` when given: ``d`` may be E itself (it is written last), ``h`` may not. Returns (h, d).
     """
-    h = np.empty_like(E) if h is None else h
-    d = np.empty_like(E) if d is None else d
-    _tmp0 = (np.maximum(E, 0) + np.log1p(np.exp(-np.abs(E))))
-    _tmp1 = np.tanh(_tmp0)
-    _tmp2 = np.exp(-2*_tmp0)
-    np.multiply(_tmp1, E, out=h)
-    np.add(_tmp1, -4*E*_tmp2*np.expm1(-_tmp0)/(_tmp2 + 1)**2, out=d)
+    h = np.empty_like(E, dtype=np.result_type(E, 0.0)) if h is None else h
+    d = np.empty_like(h) if d is None else d
+    _s0 = np.empty_like(h)
+    _s1 = np.empty_like(h)
+    _s2 = np.empty_like(h)
+    _s3 = np.empty_like(h)
+    np.maximum(0, E, out=h)
+    np.abs(E, out=_s0)
+    np.negative(_s0, out=_s0)
+    np.exp(_s0, out=_s0)
+    np.log1p(_s0, out=_s0)
+    np.add(h, _s0, out=_s0)
+    np.tanh(_s0, out=_s1)
+    np.multiply(_s0, 2, out=h)
+    np.negative(h, out=h)
+    np.exp(h, out=_s2)
+    np.multiply(_s1, E, out=h)
+    np.multiply(_s2, E, out=_s3)
+    np.negative(_s0, out=_s0)
+    np.expm1(_s0, out=_s0)
+    np.multiply(_s3, _s0, out=_s3)
+    np.multiply(_s3, 4, out=_s3)
+    np.add(_s2, 1, out=_s2)
+    np.square(_s2, out=_s2)
+    np.divide(_s3, _s2, out=_s3)
+    np.subtract(_s1, _s3, out=d)
     return h, d
 
 
@@ -102,17 +152,49 @@ def forward(x, h0, V, W, b, for_backward=True):
     if use_numba(BACKEND, N * H * H, NUMBA_MAX_WORK):
         _forward_loop(E, h, h0, W)  # the same steps, compiled
         if for_backward:
-            E[...] = activation_derivative(E)  # dh_t/dE_t = diag(f'(E_t)) for all t at once, over E_t
+            activation_derivative(E, out=E)  # dh_t/dE_t = diag(f'(E_t)) for all t at once, over E_t
         return read_only(h), Cache(x, h0, V, W, b, h, E if for_backward else None)
     W_h = np.empty((N, H), dtype=x.dtype)
+    # scratch for the values inside f and f, one ufunc a line
+    _s0 = np.empty_like(W_h)
+    _s1 = np.empty_like(W_h)
+    _s2 = np.empty_like(W_h)
+    _s3 = np.empty_like(W_h)
     W_T, h_prev = W.T, h0
     for E_t, h_t in zip(E, h):  # views of step t (the same array when E is h)
         np.matmul(h_prev, W_T, out=W_h)  # W h_{t-1}, rows as batch
         E_t += W_h  # E_t = V x_t + W h_{t-1} + b_h
-        if for_backward:
-            activation_and_derivative(E_t, h_t, E_t)  # h_t = f(E_t); then dh_t/dE_t = diag(f'(E_t)), over E_t
+        if for_backward:  # h_t = f(E_t); then dh_t/dE_t = diag(f'(E_t)), over E_t
+            np.maximum(0, E_t, out=h_t)
+            np.abs(E_t, out=_s0)
+            np.negative(_s0, out=_s0)
+            np.exp(_s0, out=_s0)
+            np.log1p(_s0, out=_s0)
+            np.add(h_t, _s0, out=_s0)
+            np.tanh(_s0, out=_s1)
+            np.multiply(_s0, 2, out=h_t)
+            np.negative(h_t, out=h_t)
+            np.exp(h_t, out=_s2)
+            np.multiply(_s1, E_t, out=h_t)
+            np.multiply(_s2, E_t, out=_s3)
+            np.negative(_s0, out=_s0)
+            np.expm1(_s0, out=_s0)
+            np.multiply(_s3, _s0, out=_s3)
+            np.multiply(_s3, 4, out=_s3)
+            np.add(_s2, 1, out=_s2)
+            np.square(_s2, out=_s2)
+            np.divide(_s3, _s2, out=_s3)
+            np.subtract(_s1, _s3, out=E_t)
         else:
-            np.multiply(E_t, np.tanh((np.maximum(E_t, 0) + np.log1p(np.exp(-np.abs(E_t))))), out=h_t)  # h_t = f(E_t)
+            # h_t = f(E_t)
+            np.maximum(0, E_t, out=h_t)
+            np.abs(E_t, out=_s0)
+            np.negative(_s0, out=_s0)
+            np.exp(_s0, out=_s0)
+            np.log1p(_s0, out=_s0)
+            np.add(h_t, _s0, out=_s0)
+            np.tanh(_s0, out=_s0)
+            np.multiply(E_t, _s0, out=h_t)
         h_prev = h_t
     return read_only(h), Cache(x, h0, V, W, b, h, E if for_backward else None)
 

@@ -39,7 +39,7 @@ if numba is not None:
 
 NAME = 'silu'
 # the digest of the templates this module came from: generated.load refuses a user module with another
-FORMAT = '9be53bc2cbbed830c8527de773750648329498529d9c366e64fd9fc6c6b41724'
+FORMAT = '0e6f8a9fc3d21654b3838636d4bcb83cb5586b67d18b82682704644a2d275376'
 EXPRESSION = 'x*sigmoid(x)'  # f(x)
 DERIVATIVE = '(-x*(sigmoid(x) - 1) + 1)*sigmoid(x)'  # f'(x)
 DERIVATIVE_FROM_OUTPUT = None  # f' in terms of h = f(x), when the backward pass uses it
@@ -54,14 +54,27 @@ KINKS = ()  # where f' jumps: finite differences must stay clear
 def activation(E, out=None):
     """h = f(E), elementwise (f as in EXPRESSION); into ``out`` when given (it may be E itself)."""
     if out is None:
-        return np.asarray(E*sigmoid(E), dtype=E.dtype)
-    np.multiply(E, sigmoid(E), out=out)
+        out = np.empty_like(E, dtype=np.result_type(E, 0.0))
+    _s0 = np.empty_like(out)
+    sigmoid(E, out=_s0)
+    np.multiply(E, _s0, out=out)
     return out
 
 
-def activation_derivative(E):
-    """f'(E_t), as in DERIVATIVE, elementwise."""
-    return np.asarray((E*sigmoid(-E) + 1)*sigmoid(E), dtype=E.dtype)
+def activation_derivative(E, out=None):
+    """f'(E_t), as in DERIVATIVE, elementwise; into ``out`` when given (it may be E itself)."""
+    d = np.empty_like(E, dtype=np.result_type(E, 0.0)) if out is None or np.may_share_memory(out, E) else out
+    _s0 = np.empty_like(d)
+    np.negative(E, out=d)
+    sigmoid(d, out=d)
+    np.multiply(E, d, out=d)
+    np.add(d, 1, out=d)
+    sigmoid(E, out=_s0)
+    np.multiply(d, _s0, out=d)
+    if out is not None and out is not d:  # out overlaps the argument: d was computed apart
+        out[...] = d
+        return out
+    return d
 
 
 def activation_and_derivative(E, h=None, d=None):
@@ -69,14 +82,27 @@ def activation_and_derivative(E, h=None, d=None):
 
     Into ``h`` and ``d`` when given: ``d`` may be E itself (it is written last), ``h`` may not. Returns (h, d).
     """
-    h = np.empty_like(E) if h is None else h
-    d = np.empty_like(E) if d is None else d
-    _tmp0 = np.exp(-np.abs(E))
-    _tmp1 = np.maximum(_tmp0, (E >= 0))
-    _tmp2 = 1 / (_tmp0 + 1)
-    _tmp3 = E*_tmp2
-    np.multiply(_tmp1, _tmp3, out=h)
-    np.multiply(_tmp1*_tmp2, _tmp3*np.maximum(_tmp0, (E <= 0)) + 1, out=d)
+    h = np.empty_like(E, dtype=np.result_type(E, 0.0)) if h is None else h
+    d = np.empty_like(h) if d is None else d
+    _s0 = np.empty_like(h)
+    _s1 = np.empty_like(h)
+    _s2 = np.empty_like(h)
+    _s3 = np.empty_like(h)
+    np.abs(E, out=h)
+    np.negative(h, out=h)
+    np.exp(h, out=_s0)
+    np.greater_equal(E, 0, out=h)
+    np.maximum(_s0, h, out=_s1)
+    np.add(_s0, 1, out=h)
+    np.divide(1, h, out=_s2)
+    np.multiply(_s2, E, out=_s3)
+    np.multiply(_s1, _s3, out=h)
+    np.multiply(_s1, _s2, out=_s1)
+    np.less_equal(E, 0, out=_s2)
+    np.maximum(_s0, _s2, out=_s0)
+    np.multiply(_s3, _s0, out=_s3)
+    np.add(_s3, 1, out=_s3)
+    np.multiply(_s1, _s3, out=d)
     return h, d
 
 
@@ -101,17 +127,38 @@ def forward(x, h0, V, W, b, for_backward=True):
     if use_numba(BACKEND, N * H * H, NUMBA_MAX_WORK):
         _forward_loop(E, h, h0, W)  # the same steps, compiled
         if for_backward:
-            E[...] = activation_derivative(E)  # dh_t/dE_t = diag(f'(E_t)) for all t at once, over E_t
+            activation_derivative(E, out=E)  # dh_t/dE_t = diag(f'(E_t)) for all t at once, over E_t
         return read_only(h), Cache(x, h0, V, W, b, h, E if for_backward else None)
     W_h = np.empty((N, H), dtype=x.dtype)
+    # scratch for the values inside f and f, one ufunc a line
+    _s0 = np.empty_like(W_h)
+    _s1 = np.empty_like(W_h)
+    _s2 = np.empty_like(W_h)
+    _s3 = np.empty_like(W_h)
     W_T, h_prev = W.T, h0
     for E_t, h_t in zip(E, h):  # views of step t (the same array when E is h)
         np.matmul(h_prev, W_T, out=W_h)  # W h_{t-1}, rows as batch
         E_t += W_h  # E_t = V x_t + W h_{t-1} + b_h
-        if for_backward:
-            activation_and_derivative(E_t, h_t, E_t)  # h_t = f(E_t); then dh_t/dE_t = diag(f'(E_t)), over E_t
+        if for_backward:  # h_t = f(E_t); then dh_t/dE_t = diag(f'(E_t)), over E_t
+            np.abs(E_t, out=h_t)
+            np.negative(h_t, out=h_t)
+            np.exp(h_t, out=_s0)
+            np.greater_equal(E_t, 0, out=h_t)
+            np.maximum(_s0, h_t, out=_s1)
+            np.add(_s0, 1, out=h_t)
+            np.divide(1, h_t, out=_s2)
+            np.multiply(_s2, E_t, out=_s3)
+            np.multiply(_s1, _s3, out=h_t)
+            np.multiply(_s1, _s2, out=_s1)
+            np.less_equal(E_t, 0, out=_s2)
+            np.maximum(_s0, _s2, out=_s0)
+            np.multiply(_s3, _s0, out=_s3)
+            np.add(_s3, 1, out=_s3)
+            np.multiply(_s1, _s3, out=E_t)
         else:
-            np.multiply(E_t, sigmoid(E_t), out=h_t)  # h_t = f(E_t)
+            # h_t = f(E_t)
+            sigmoid(E_t, out=h_t)
+            np.multiply(E_t, h_t, out=h_t)
         h_prev = h_t
     return read_only(h), Cache(x, h0, V, W, b, h, E if for_backward else None)
 

@@ -36,7 +36,7 @@ from generated._support import (Cache, Grads, blas_threads, check_backward, chec
 
 NAME = 'sin'
 # the digest of the templates this module came from: generated.load refuses a user module with another
-FORMAT = '9be53bc2cbbed830c8527de773750648329498529d9c366e64fd9fc6c6b41724'
+FORMAT = '0e6f8a9fc3d21654b3838636d4bcb83cb5586b67d18b82682704644a2d275376'
 EXPRESSION = 'sin(x)'  # f(x)
 DERIVATIVE = 'cos(x)'  # f'(x)
 DERIVATIVE_FROM_OUTPUT = None  # f' in terms of h = f(x), when the backward pass uses it
@@ -50,12 +50,17 @@ KINKS = ()  # where f' jumps: finite differences must stay clear
 
 def activation(E, out=None):
     """h = f(E), elementwise (f as in EXPRESSION); into ``out`` when given (it may be E itself)."""
-    return np.sin(E, out=out)
+    if out is None:
+        out = np.empty_like(E, dtype=np.result_type(E, 0.0))
+    np.sin(E, out=out)
+    return out
 
 
-def activation_derivative(E):
-    """f'(E_t), as in DERIVATIVE, elementwise."""
-    return np.asarray(np.cos(E), dtype=E.dtype)
+def activation_derivative(E, out=None):
+    """f'(E_t), as in DERIVATIVE, elementwise; into ``out`` when given (it may be E itself)."""
+    d = np.empty_like(E, dtype=np.result_type(E, 0.0)) if out is None else out
+    np.cos(E, out=d)
+    return d
 
 
 def activation_and_derivative(E, h=None, d=None):
@@ -63,8 +68,8 @@ def activation_and_derivative(E, h=None, d=None):
 
     Into ``h`` and ``d`` when given: ``d`` may be E itself (it is written last), ``h`` may not. Returns (h, d).
     """
-    h = np.empty_like(E) if h is None else h
-    d = np.empty_like(E) if d is None else d
+    h = np.empty_like(E, dtype=np.result_type(E, 0.0)) if h is None else h
+    d = np.empty_like(h) if d is None else d
     np.sin(E, out=h)
     np.cos(E, out=d)
     return h, d
@@ -91,15 +96,16 @@ def forward(x, h0, V, W, b, for_backward=True):
     if use_numba(BACKEND, N * H * H, NUMBA_MAX_WORK):
         _forward_loop(E, h, h0, W)  # the same steps, compiled
         if for_backward:
-            E[...] = activation_derivative(E)  # dh_t/dE_t = diag(f'(E_t)) for all t at once, over E_t
+            activation_derivative(E, out=E)  # dh_t/dE_t = diag(f'(E_t)) for all t at once, over E_t
         return read_only(h), Cache(x, h0, V, W, b, h, E if for_backward else None)
     W_h = np.empty((N, H), dtype=x.dtype)
     W_T, h_prev = W.T, h0
     for E_t, h_t in zip(E, h):  # views of step t (the same array when E is h)
         np.matmul(h_prev, W_T, out=W_h)  # W h_{t-1}, rows as batch
         E_t += W_h  # E_t = V x_t + W h_{t-1} + b_h
-        if for_backward:
-            activation_and_derivative(E_t, h_t, E_t)  # h_t = f(E_t); then dh_t/dE_t = diag(f'(E_t)), over E_t
+        if for_backward:  # h_t = f(E_t); then dh_t/dE_t = diag(f'(E_t)), over E_t
+            np.sin(E_t, out=h_t)
+            np.cos(E_t, out=E_t)
         else:
             np.sin(E_t, out=h_t)  # h_t = f(E_t)
         h_prev = h_t

@@ -36,7 +36,7 @@ from generated._support import (Cache, Grads, blas_threads, check_backward, chec
 
 NAME = 'tanh'
 # the digest of the templates this module came from: generated.load refuses a user module with another
-FORMAT = '9be53bc2cbbed830c8527de773750648329498529d9c366e64fd9fc6c6b41724'
+FORMAT = '0e6f8a9fc3d21654b3838636d4bcb83cb5586b67d18b82682704644a2d275376'
 EXPRESSION = 'tanh(x)'  # f(x)
 DERIVATIVE = '1 - tanh(x)**2'  # f'(x)
 DERIVATIVE_FROM_OUTPUT = '1 - h**2'  # f' in terms of h = f(x), when the backward pass uses it
@@ -50,12 +50,23 @@ KINKS = ()  # where f' jumps: finite differences must stay clear
 
 def activation(E, out=None):
     """h = f(E), elementwise (f as in EXPRESSION); into ``out`` when given (it may be E itself)."""
-    return np.tanh(E, out=out)
+    if out is None:
+        out = np.empty_like(E, dtype=np.result_type(E, 0.0))
+    np.tanh(E, out=out)
+    return out
 
 
-def activation_derivative(h):
-    """f'(E_t) from the output h_t = f(E_t), as in DERIVATIVE_FROM_OUTPUT, elementwise."""
-    return np.asarray((1 - h)*(h + 1), dtype=h.dtype)
+def activation_derivative(h, out=None):
+    """f'(E_t) from the output h_t = f(E_t), as in DERIVATIVE_FROM_OUTPUT, elementwise; into ``out`` when given (it may be h itself)."""
+    d = np.empty_like(h, dtype=np.result_type(h, 0.0)) if out is None or np.may_share_memory(out, h) else out
+    _s0 = np.empty_like(d)
+    np.add(h, 1, out=d)
+    np.subtract(1, h, out=_s0)
+    np.multiply(d, _s0, out=d)
+    if out is not None and out is not d:  # out overlaps the argument: d was computed apart
+        out[...] = d
+        return out
+    return d
 
 
 def activation_and_derivative(E, h=None, d=None):
@@ -63,10 +74,10 @@ def activation_and_derivative(E, h=None, d=None):
 
     Into ``h`` and ``d`` when given: ``d`` may be E itself (it is written last), ``h`` may not. Returns (h, d).
     """
-    h = np.empty_like(E) if h is None else h
-    d = np.empty_like(E) if d is None else d
+    h = np.empty_like(E, dtype=np.result_type(E, 0.0)) if h is None else h
+    d = np.empty_like(h) if d is None else d
     activation(E, out=h)
-    d[...] = activation_derivative(h)
+    activation_derivative(h, out=d)
     return h, d
 
 

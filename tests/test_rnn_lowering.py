@@ -78,13 +78,15 @@ def test_the_output_form_decides_what_forward_keeps(name, kw, keep):
     k = lower_rnn(derive(dataclasses.replace(entry, **kw) if kw else entry))
     assert k.keep == keep
     s = RnnPrinter(k).sections()
-    fused_step = "activation_and_derivative(E_t, h_t, E_t)"
+    fused_step = "    if for_backward:  # h_t = f(E_t); then dh_t/dE_t = diag(f'(E_t)), over E_t"
     if keep == "h":
         assert s["derivatives"] == ["return activation_derivative(cache.h)"]
-        assert not any(line.strip().startswith(fused_step) for line in s["forward"])
+        assert fused_step not in s["forward"]
+        assert not any(line.endswith("out=E_t)") for line in s["forward"])  # E_t is h_t: only h_t is written
     else:
         assert s["derivatives"][0].startswith("return check_kept(cache).copy()")
-        assert any(line.strip().startswith(fused_step) for line in s["forward"])
+        step = s["forward"][s["forward"].index(fused_step) + 1:s["forward"].index("    else:")]
+        assert step[-1].endswith("out=E_t)") and any(line.endswith("out=h_t)") for line in step)  # f' last
         assert not any("activation_derivative" in line for line in s["backward"])  # nothing transcendental
     kept = "None" if keep == "h" else "E if for_backward else None"  # forward(..., for_backward=False): inference
     assert s["forward"][-1] == f"return read_only(h), Cache(x, h0, V, W, b, h, {kept})"
@@ -92,7 +94,7 @@ def test_the_output_form_decides_what_forward_keeps(name, kw, keep):
 
 def test_a_changed_description_changes_the_printed_kernel():
     """The printer reads the description: W h_{t-1} as h_{t-1} @ W (untransposed) prints that product instead; an
-    activation whose result cannot be written with out= steps through the module's activation(E_t, out=h_t)."""
+    activation left as np.where (which has no out=) is assigned into h_t whole."""
     k = lower_rnn(derive(_entry("tanh")))
     flipped = dataclasses.replace(k, step_product=dataclasses.replace(
         k.step_product, value=MatMul("h_prev", False, "W", False, "one")))
@@ -101,7 +103,8 @@ def test_a_changed_description_changes_the_printed_kernel():
     from derive.parse import X as x
     three = Activation("three_pieces", sp.Piecewise((x, x > 1), (x / 2, x > -1), (x / 4 - sp.Rational(1, 4), True)))
     printed = RnnPrinter(lower_rnn(derive(three))).forward()
-    assert "    activation(E_t, out=h_t)  # h_t = f(E_t)" in printed  # np.where cannot write into h_t
+    assert "    h_t[...] = np.where((E_t > 1), E_t, np.where((E_t > -1), 0.5*E_t, 0.25*E_t - 0.25))  # h_t = f(E_t)" \
+        in printed
     relu = RnnPrinter(lower_rnn(derive(_entry("relu")))).forward()
     assert "    np.maximum(0, E_t, out=h_t)  # h_t = f(E_t)" in relu  # one call, no function call around it
 
