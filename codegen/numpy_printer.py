@@ -126,16 +126,6 @@ class KernelPrinter(NumPyPrinter):
         return f"{fn}({self._print(head)}, {self._binary_reduce(fn, rest) if len(rest) > 1 else self._print(rest[0])})"
 
 
-def ufunc_call(expr, arg, argname, out):
-    """``np.f(arg, out=out)`` when ``expr`` is one NumPy ufunc applied to ``arg`` itself (tanh(x), sin(x)), else
-    None: such an activation can write into the output array with no temporary."""
-    printer = KernelPrinter()
-    name = printer.known_functions.get(type(expr).__name__, "")
-    if isinstance(expr, sp.Function) and expr.args == (arg,) and name.startswith("numpy."):
-        return f"{printer._module_format(name)}({argname}, out={out})"
-    return None
-
-
 def elementwise_body(expr, arg, argname):
     """Lines of a function body computing ``expr`` (in the symbol ``arg``) from the array ``argname``.
 
@@ -143,14 +133,6 @@ def elementwise_body(expr, arg, argname):
     text is the same on every run. Returns (assignments, result expression) as strings.
     """
     return _body(KernelPrinter(), prepare(expr).subs(arg, sp.Symbol(argname, real=True)))
-
-
-def elementwise_into(expr, arg, argname, out):
-    """Like ``elementwise_body``, with the result written into the array ``out`` (``into``): (assignments, line)."""
-    replacements, (reduced,) = sp.cse([prepare(expr).subs(arg, sp.Symbol(argname, real=True))],
-                                      symbols=sp.numbered_symbols("_tmp"), order="canonical")
-    printer = KernelPrinter()
-    return [f"{printer.doprint(sym)} = {printer.doprint(value)}" for sym, value in replacements], into(reduced, out)
 
 
 def _body(printer, prepared):
@@ -226,45 +208,3 @@ def pair_prepared(f, df, arg, argname):
     symbol = sp.Symbol(argname, real=True)
     f_prepared, df_prepared = prepare(f), prepare(df)
     return [e.subs(arg, symbol) for e in shared_sigmoids([share_saturated(f_prepared, df_prepared), df_prepared])]
-
-
-def pair_body(f, df, arg, argname):
-    """Lines computing f and f' (both in the symbol ``arg``) from the array ``argname`` in one pass: the common
-    subexpressions of the two (after the numerics passes) become temporaries ``_tmp0``, ``_tmp1``, ... computed once.
-
-    Returns (assignments, f's result, f''s result): the results as SymPy expressions in the temporaries, for
-    ``into``.
-    """
-    prepared = pair_prepared(f, df, arg, argname)
-    replacements, (f_reduced, df_reduced) = sp.cse(prepared, symbols=sp.numbered_symbols("_tmp"), order="canonical")
-    printer = KernelPrinter()
-    lines = [f"{printer.doprint(sym)} = {printer.doprint(value)}" for sym, value in replacements]
-    return lines, f_reduced, df_reduced
-
-
-def into(expr, out):
-    """A line writing ``expr`` into the array ``out`` with ``out=`` (no temporary for the result, nor a copy): one
-    NumPy ufunc of an array, the support sigmoid, softplus' two terms, a max or min of two, a quotient, or the last
-    sum or product; else ``out[...] = expr``. ``out`` may be one of the arrays ``expr`` reads: a ufunc reads each
-    element before it writes it."""
-    printer = KernelPrinter()
-    if isinstance(expr, sp.Function) and len(expr.args) == 1 and expr.args[0].is_Symbol:
-        call = ufunc_call(expr, expr.args[0], printer.doprint(expr.args[0]), out)
-        if call:  # np.sin(E, out=d)
-            return call
-        if isinstance(expr, sigmoid):  # the support module's sigmoid takes out= too
-            return f"sigmoid({printer.doprint(expr.args[0])}, out={out})"
-        if isinstance(expr, softplus):
-            return f"np.add({', '.join(softplus_terms(printer.doprint(expr.args[0])))}, out={out})"
-    if isinstance(expr, (sp.Max, sp.Min)) and len(expr.args) == 2:  # np.maximum(0, E, out=h): relu
-        ufunc = "np.maximum" if isinstance(expr, sp.Max) else "np.minimum"
-        return f"{ufunc}({', '.join(printer.doprint(a) for a in expr.args)}, out={out})"
-    if isinstance(expr, sp.Mul):
-        numerator, denominator = expr.as_numer_denom()
-        if denominator != 1:  # a quotient: one np.divide, not a reciprocal and a product
-            return f"np.divide({printer.doprint(numerator)}, {printer.doprint(denominator)}, out={out})"
-    if isinstance(expr, (sp.Add, sp.Mul)) and len(expr.args) >= 2:
-        *head, last = expr.args
-        ufunc = "np.add" if isinstance(expr, sp.Add) else "np.multiply"
-        return f"{ufunc}({printer.doprint(expr.func(*head))}, {printer.doprint(last)}, out={out})"
-    return f"{out}[...] = {printer.doprint(expr)}"

@@ -11,7 +11,7 @@ for its target (in place with ``out=`` for NumPy; fused loops for Numba).
 
 The output-form trick: when f' has a form in the output h (``Derivation.uses_output``), f' is written in h_t and the
 forward pass keeps only h (E_t is formed in h[t] and replaced by h_t). Else the forward step computes f(E_t) and
-f'(E_t) in one pass (``fused_derivative``: their common subexpressions once, codegen.numpy_printer.pair_body) and
+f'(E_t) in one pass (``fused_derivative``: their common subexpressions once, codegen.numpy_printer.pair_prepared) and
 keeps f'(E_t) in place of E_t (the cache's ``dh_dE``, the same T x N x H memory), so the backward pass does no
 transcendental work.
 """

@@ -8,18 +8,20 @@ docstrings. Each line's comment is the derivation step its description names, pr
 objects (codegen.text_printer). Arrays are time-major with the batch in rows, so W u is printed as ``u @ W.T``.
 
 NumPy: the forward pass writes E_t in place (``out=``, ``+=``) into one (T, N, H) array, with V x_t + b for every t
-hoisted into one product before the loop; where f' is kept, the step's one fused call (``activation_and_derivative``)
-writes h_t and then f'(E_t) over E_t. Backward fills delta in place over f'(h_t), or multiplies the kept f'(E_t)
-into a fresh delta (the cache is only read). Numba: the same description as
-fused loops over (n, i, j), for small N*H*H where NumPy's per-call overhead dominates. The activation and its
-derivative go through codegen.numpy_printer (with codegen.passes' numerics passes), as for every other target.
+hoisted into one product before the loop; where f' is kept, the step computes f and f' in one pass (their shared
+subexpressions once) and writes h_t and then f'(E_t) over E_t. Every elementwise line is one ufunc into an array
+given with ``out=`` (codegen.inplace_printer), the step's scratch arrays allocated once before the loop. Backward
+fills delta in place over f'(h_t), or multiplies the kept f'(E_t) into a fresh delta (the cache is only read).
+Numba: the same description as fused loops over (n, i, j), for small N*H*H where NumPy's per-call overhead
+dominates, its scalar f through codegen.numpy_printer's ScalarKernelPrinter. Every target is given the expressions
+after codegen.passes' numerics passes.
 """
 import sympy as sp
 
 from codegen.inplace_printer import array_program
 from codegen.numpy_printer import pair_prepared, scalar_body
 from codegen.passes import prepare
-from codegen.rnn_lower import E_t, dh_dE_t
+from codegen.rnn_lower import dh_dE_t
 from codegen.text_printer import text
 from derive.cell import Assignment
 from derive.recurrence import delta_t as delta_matrix

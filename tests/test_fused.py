@@ -13,7 +13,7 @@ import sympy as sp
 from sympy.codegen.cfunctions import expm1
 
 import generated
-from codegen.numpy_printer import KernelPrinter, into, pair_body
+from codegen.numpy_printer import KernelPrinter, pair_prepared
 from codegen.passes import ndtr, prepare, share_saturated, shared_sigmoids
 from derive import derive
 from derive.catalogue import CATALOGUE
@@ -34,20 +34,12 @@ def _mp(expr):
 
 
 def _one_pass(name):
-    """f and f' as the one pass computes them (every temporary substituted back), and f, f' as printed separately
-    (the same numerics passes, constants rounded to double alike)."""
+    """f and f' as the one pass computes them (codegen.numpy_printer.pair_prepared, what codegen.inplace_printer
+    writes one ufunc a line), and f, f' as printed separately (the same numerics passes, constants rounded to double
+    alike)."""
     d = derive(next(a for a in CATALOGUE if a.name == name))
-    lines, f_result, df_result = pair_body(d.scalar.f, d.scalar.df, x, "E")
-    # re-derive the temporaries from the same pipeline the printer ran, to substitute them back
+    full = pair_prepared(d.scalar.f, d.scalar.df, x, "E")
     f_prepared, df_prepared = prepare(d.scalar.f), prepare(d.scalar.df)
-    pair = shared_sigmoids([share_saturated(f_prepared, df_prepared), df_prepared])
-    replacements, reduced = sp.cse([e.subs(x, E) for e in pair], symbols=sp.numbered_symbols("_tmp"),
-                                   order="canonical")
-    assert list(reduced) == [f_result, df_result]  # the printed results are these
-    assert len(lines) == len(replacements)
-    full = list(reduced)
-    for sym, value in reversed(replacements):
-        full = [e.xreplace({sym: value}) for e in full]
     return full, (f_prepared.subs(x, E), df_prepared.subs(x, E))
 
 
@@ -194,20 +186,6 @@ def test_activations_take_0d_arrays_numpy_scalars_and_integers(name):
 ])
 def test_printer_rule(expr, expected):
     assert KernelPrinter().doprint(expr) == expected
-
-
-@pytest.mark.parametrize("expr, expected", [
-    (E * sigmoid(E), "np.multiply(E, sigmoid(E), out=h)"),
-    (sp.exp(E) + E + 1, "np.add(E + 1, np.exp(E), out=h)"),
-    (sp.sin(E), "np.sin(E, out=h)"),
-    (sigmoid(E), "sigmoid(E, out=h)"),
-    (softplus(E), "np.add(np.maximum(E, 0), np.log1p(np.exp(-np.abs(E))), out=h)"),
-    (sp.Integer(2), "h[...] = 2"),
-    (E / (sp.Abs(E) + 1), "np.divide(E, np.abs(E) + 1, out=h)"),      # softsign: no reciprocal pass
-    (sp.Max(E, 0), "np.maximum(0, E, out=h)"),
-])
-def test_into_writes_the_last_operation_into_out(expr, expected):
-    assert into(expr, "h") == expected
 
 
 def test_shared_sigmoids_rules():
