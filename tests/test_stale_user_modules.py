@@ -151,3 +151,61 @@ def test_a_module_replaced_under_its_name_is_imported_again(data_folder, current
     path.write_text(_old_format(replaced))
     with pytest.raises(generated.StaleModuleError, match="records FORMAT 000000000000"):
         generated.load("tiny")
+
+
+def _unknown_message(name):
+    try:
+        generated.load(name)
+    except ValueError as error:
+        return str(error)
+    raise AssertionError(f"load({name!r}) did not raise")
+
+
+@pytest.mark.parametrize("name", ["mine", "tiny"])
+def test_a_module_removed_in_this_process_is_unknown_as_if_never_added(data_folder, current, name, tmp_path):
+    """`remove` (or `remove-cell`) after a load in the same process: the next load says there is no such module
+    and how to list and add one, as for a name never added, here and in a new process; not StaleModuleError."""
+    import subprocess
+
+    path = data_folder / _file(name)
+    path.write_text(current[name])
+    assert generated.load(name).NAME == name
+    path.unlink()  # what write_tree does on `remove`
+    with pytest.raises(ValueError) as caught:
+        generated.load(name)
+    assert not isinstance(caught.value, generated.StaleModuleError)
+    message = str(caught.value)
+    kind_list = "known: " if name == "mine" else "cells: "
+    assert f"unknown activation {name!r}; known: identity, tanh" in message
+    assert "no generated module has that name: `python -m codegen list` lists them" in message
+    assert "`python -m codegen add NAME EXPR` adds an activation, `python -m codegen add-cell FILE` a cell" in message
+    assert f", {name}" not in message.partition(kind_list)[2] and f" {name}," not in message  # no longer listed
+    assert name not in generated.ACTIVATIONS + generated.CELLS
+    # a new process reads the data folder afresh: the same message
+    code = (f"import generated, pathlib\n"
+            f"generated._USER_FOLDER = pathlib.Path({str(data_folder)!r})\n"
+            f"generated.__path__.append(str(generated._USER_FOLDER))\n"
+            f"generated._find_user_modules()\n"
+            f"try:\n    generated.load({name!r})\nexcept ValueError as e:\n    print(e)\n")
+    second = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                            cwd=str(TEMPLATES.parent.parent))
+    assert second.stdout.strip() == message
+    # and a name never added gives it too
+    assert _unknown_message("never") == message.replace(repr(name), repr("never"), 1)
+
+
+def test_a_module_added_in_this_process_is_found(data_folder, current):
+    """`add` after this package was imported (the data folder had no such module then): load finds it."""
+    generated._USER_ACTIVATIONS, generated._USER_CELLS = (), ()  # as imported before the data folder had any
+    generated.ACTIVATIONS = tuple(n for n in generated.ACTIVATIONS if n != "mine")
+    generated.CELLS = tuple(n for n in generated.CELLS if n != "tiny")
+    (data_folder / "rnn_mine.py").write_text(current["mine"])
+    assert generated.load("mine").NAME == "mine" and "mine" in generated.ACTIVATIONS
+
+
+def test_a_package_module_removed_in_this_process_is_unknown(monkeypatch):
+    """In a checkout `remove` deletes generated/rnn_<name>.py that the imported generated/__init__.py still lists."""
+    monkeypatch.setattr(generated, "ACTIVATIONS", generated.ACTIVATIONS + ("ghost",))
+    message = _unknown_message("ghost")
+    assert message.startswith("unknown activation 'ghost'; known: identity, tanh") and "ghost," not in message
+    assert "`python -m codegen list` lists them" in message
