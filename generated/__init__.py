@@ -42,10 +42,11 @@ CELLS = (
 )
 
 
-# The digest of the templates every module here was generated from (codegen.render.format_fingerprint). A user
-# module in the per-user data folder records its own; one that records another, or none, came from another release
-# of the engine and is refused by load(), since it may import names that no longer exist.
-FORMAT = '9be53bc2cbbed830c8527de773750648329498529d9c366e64fd9fc6c6b41724'
+# The digest of the code (comments and docstrings left out) of the support modules and of the module templates
+# that every module here was generated from (codegen.render.format_fingerprint). A user module in the per-user data
+# folder records its own; one that records another, or none, came from another release of the engine and is
+# refused by load(), since it may import support names that no longer exist or do something else now.
+FORMAT = '5a99fdfaa741da48f4ebf3a38e83e832326b24f016c7b18386a2fcbd7831054e'
 
 
 class StaleModuleError(ImportError):

@@ -56,8 +56,9 @@ from generated._support import blas_threads, read_only
 from generated._support import sigmoid
 
 NAME = "mgu"
-# the digest of the templates this module came from: generated.load refuses a user module with another
-FORMAT = "9be53bc2cbbed830c8527de773750648329498529d9c366e64fd9fc6c6b41724"
+# the digest of the support modules' code and of this template's (codegen.render.format_fingerprint):
+# generated.load refuses a user module that records another
+FORMAT = "5a99fdfaa741da48f4ebf3a38e83e832326b24f016c7b18386a2fcbd7831054e"
 INPUT = "x"
 STATES = ("h",)
 OUTPUT = "h"

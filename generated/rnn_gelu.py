@@ -38,8 +38,9 @@ if numba is not None:
     from generated._support import ndtr_scalar
 
 NAME = 'gelu'
-# the digest of the templates this module came from: generated.load refuses a user module with another
-FORMAT = '9be53bc2cbbed830c8527de773750648329498529d9c366e64fd9fc6c6b41724'
+# the digest of the support modules' code and of this template's (codegen.render.format_fingerprint):
+# generated.load refuses a user module that records another
+FORMAT = '5a99fdfaa741da48f4ebf3a38e83e832326b24f016c7b18386a2fcbd7831054e'
 EXPRESSION = 'x*(erf(sqrt(2)*x/2) + 1)/2'  # f(x)
 DERIVATIVE = 'sqrt(2)*x*exp(-x**2/2)/(2*sqrt(pi)) + erf(sqrt(2)*x/2)/2 + 1/2'  # f'(x)
 DERIVATIVE_FROM_OUTPUT = None  # f' in terms of h = f(x), when the backward pass uses it

@@ -37,8 +37,9 @@ from generated._support import (Cache, Grads, blas_threads, check_backward, chec
                                 check_products_bytes, check_span, check_time, numba, read_only, use_numba)
 
 NAME = 'selu'
-# the digest of the templates this module came from: generated.load refuses a user module with another
-FORMAT = '9be53bc2cbbed830c8527de773750648329498529d9c366e64fd9fc6c6b41724'
+# the digest of the support modules' code and of this template's (codegen.render.format_fingerprint):
+# generated.load refuses a user module that records another
+FORMAT = '5a99fdfaa741da48f4ebf3a38e83e832326b24f016c7b18386a2fcbd7831054e'
 EXPRESSION = '1.0507009873554805*x if x > 0 else 1.7580993408473768*exp(x) - 1.7580993408473768'  # f(x)
 DERIVATIVE = '1.7580993408473768*exp(x) if x <= 0 else 1.0507009873554805'  # f'(x)
 DERIVATIVE_FROM_OUTPUT = 'h + 1.7580993408473768 if h <= 0 else 1.0507009873554805'  # f' in terms of h = f(x), when the backward pass uses it

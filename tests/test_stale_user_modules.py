@@ -132,7 +132,7 @@ def test_the_format_is_the_same_after_the_builds_rewrite_of_the_templates_and_ch
     assert "from rnn_bptt_derive.generated._support import" in (installed / "rnn_module.py.jinja").read_text()
     assert format_fingerprint(installed, parent="rnn_bptt_derive") == format_fingerprint()
     edited = installed / "support.py.jinja"
-    edited.write_text(edited.read_text() + "\n")
+    edited.write_text(edited.read_text() + "\n\ndef added():\n    return 1\n")  # code: a new support name
     assert format_fingerprint(installed, parent="rnn_bptt_derive") != format_fingerprint()
 
 
@@ -209,3 +209,71 @@ def test_a_package_module_removed_in_this_process_is_unknown(monkeypatch):
     message = _unknown_message("ghost")
     assert message.startswith("unknown activation 'ghost'; known: identity, tanh") and "ghost," not in message
     assert "`python -m codegen list` lists them" in message
+
+
+# --- what FORMAT covers: the support modules' code and the module templates', not their comments --------------------
+
+def _templates_copy(tmp_path):
+    copy = tmp_path / "templates"
+    shutil.copytree(TEMPLATES, copy)
+    return copy
+
+
+def _edit(path, old, new):
+    text = path.read_text(encoding="utf-8")
+    assert old in text, (path.name, old)
+    path.write_text(text.replace(old, new, 1), encoding="utf-8")
+
+
+def test_comment_and_docstring_edits_leave_the_format_and_every_module_alone(tmp_path):
+    """FORMAT is written into every committed module: an edit of a comment or docstring of a template it covers
+    must not rewrite them all."""
+    copy = _templates_copy(tmp_path)
+    _edit(copy / "support.py.jinja", "def read_only(array):\n", "def read_only(array):  # a new comment\n")
+    _edit(copy / "support.py.jinja", "import numpy as np\n", "import numpy as np\n# a comment line\n\n")
+    _edit(copy / "support.py.jinja", '"""', '"""Reworded. ')  # the module docstring
+    _edit(copy / "cell_support.py.jinja", "import numpy as np\n", "import numpy as np  # why\n")
+    _edit(copy / "rnn_module.py.jinja", "\ndef forward(", "\n# a comment line\ndef forward(")
+    _edit(copy / "rnn_module.py.jinja", '    """Run the RNN over x', '    """Reworded: run the RNN over x')
+    _edit(copy / "cell_module.py.jinja", "{{ header }}\n\"\"\"The ", "{{ header }}\n\"\"\"Reworded: the ")
+    assert format_fingerprint(copy) == format_fingerprint()
+
+
+def _support_imports():
+    """{support template: sorted names} that the committed modules import from each support module."""
+    import ast
+
+    imported = {"support.py.jinja": set(), "cell_support.py.jinja": set()}
+    folder = TEMPLATES.parent.parent / "generated"
+    for path in sorted(folder.glob("rnn_*.py")) + sorted(folder.glob("cell_*.py")) + [folder / "_cell_support.py"]:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module in ("generated._support", "generated._cell_support"):
+                template = "support.py.jinja" if node.module.endswith("._support") else "cell_support.py.jinja"
+                imported[template].update(alias.name for alias in node.names)
+    return [(template, name) for template, names in imported.items() for name in sorted(names)]
+
+
+@pytest.mark.parametrize("template, name", _support_imports(), ids=lambda v: str(v))
+def test_every_support_name_a_module_imports_is_covered_by_the_format(tmp_path, template, name):
+    """The printers decide which support names a module imports; a later support module without one of them (or
+    with another one under its name) has another FORMAT, so an older module importing it is refused."""
+    copy = _templates_copy(tmp_path)
+    path = copy / template
+    text = path.read_text(encoding="utf-8")
+    assert re.search(rf"\b{name}\b", text), f"{template} has no {name}"
+    path.write_text(re.sub(rf"\b{name}\b", f"{name}_renamed", text), encoding="utf-8")
+    assert format_fingerprint(copy) != format_fingerprint()
+
+
+@pytest.mark.parametrize("name", ["mine", "tiny"])
+def test_a_module_older_than_the_support_modules_is_refused_not_failing_later(data_folder, current, name,
+                                                                               tmp_path, monkeypatch):
+    """An install whose support module no longer has a name the user's module imports (read_only, used by every
+    module): load refuses the module before it runs, not with an ImportError or NameError when it is called."""
+    copy = _templates_copy(tmp_path)
+    _edit(copy / "support.py.jinja", "def read_only(array):", "def as_read_only(array):")
+    monkeypatch.setattr(generated, "FORMAT", format_fingerprint(copy))  # that install's FORMAT
+    path = data_folder / _file(name)
+    path.write_text(current[name])  # written by this install
+    with pytest.raises(generated.StaleModuleError, match=r"records FORMAT [0-9a-f]{12}\.\.\., this installation"):
+        generated.load(name)
