@@ -12,7 +12,7 @@ import re
 
 import sympy as sp
 
-from codegen.numpy_printer import KernelPrinter
+from codegen.numpy_printer import KernelPrinter, returned
 from codegen.passes import prepare, shared_sigmoids
 
 
@@ -144,11 +144,7 @@ class NumpyCellPrinter:
     def concatenate(items):
         return f"np.concatenate(({items}))"
 
-    @staticmethod
-    def returned(name):
-        """The output as forward returns it: a read-only view, so that no in-place change reaches the cache's array,
-        which backward reads."""
-        return f"read_only({name})"
+    returned = staticmethod(returned)  # the output as forward returns it: a read-only view
 
     # shared pieces -----------------------------------------------------------------------------------------------
     def sizes_from_cache(self):

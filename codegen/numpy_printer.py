@@ -262,3 +262,10 @@ def into(expr, out):
         ufunc = "np.add" if isinstance(expr, sp.Add) else "np.multiply"
         return f"{ufunc}({printer.doprint(expr.func(*head))}, {printer.doprint(last)}, out={out})"
     return f"{out}[...] = {printer.doprint(expr)}"
+
+
+def returned(name):
+    """The NumPy text of the output sequence ``name`` as a kernel returns it (the RNN's forward and step_forward,
+    every cell's forward): a read-only view, so that no in-place change of it reaches the cache's array, which
+    backward reads. The one place both NumPy targets take it from (the PyTorch targets return the tensor itself)."""
+    return f"read_only({name})"

@@ -16,7 +16,7 @@ derivative go through codegen.numpy_printer (with codegen.passes' numerics passe
 """
 import sympy as sp
 
-from codegen.numpy_printer import elementwise_into, into, pair_body, scalar_body
+from codegen.numpy_printer import elementwise_into, into, pair_body, returned, scalar_body
 from codegen.rnn_lower import E_t, dh_dE_t
 from codegen.text_printer import text
 from derive.cell import Assignment
@@ -30,6 +30,8 @@ def _terms(expr):
 
 class RnnPrinter:
     """Prints one activation's RnnKernel; ``sections()`` gives {section: [line]} for the template."""
+
+    returned = staticmethod(returned)  # h as forward returns it: a read-only view (as every cell's output)
 
     def __init__(self, kernel):
         self.k = kernel
@@ -116,7 +118,7 @@ class RnnPrinter:
             lines += ["    if for_backward:",
                       f"        E[...] = activation_derivative(E)  # {self.LHS['dh_dE']}{self.eq['dh_dE']}"
                       " for all t at once, over E_t"]
-        lines += [f"    return read_only(h), {cache}",
+        lines += [f"    return {self.returned('h')}, {cache}",
                   f"{k.step_product.target} = np.empty((N, H), dtype=x.dtype)",
                   "W_T, h_prev = W.T, h0",
                   "for E_t, h_t in zip(E, h):  # views of step t (the same array when E is h)",
@@ -131,7 +133,7 @@ class RnnPrinter:
         else:
             lines += [f"    {self.output_call()}{self.note(k.output)}"]
         lines += ["    h_prev = h_t",
-                  f"return read_only(h), {cache}"]
+                  f"return {self.returned('h')}, {cache}"]
         return lines
 
     def fused(self):
