@@ -8,11 +8,10 @@ their docstrings. Elementwise blocks go through ``codegen.passes.prepare`` and `
 of one dependency level (two lines of the same level never read each other, so a shared temporary can be computed
 before both). Arrays are time-major with the batch in rows, so W u is printed as ``u @ W.T``.
 """
-import re
 
 import sympy as sp
 
-from codegen.numpy_printer import KernelPrinter
+from codegen.numpy_printer import KernelPrinter, returned
 from codegen.passes import prepare, shared_sigmoids
 
 
@@ -86,16 +85,6 @@ def block_lines(assignments, comments=None, temps=None, printer=None):
     return lines
 
 
-def _used_loads(lines):
-    """``lines`` without the loads (``H = h0.shape[1]``, ``_h_seq = cache.h``) whose name no other line reads: the
-    Jacobian factors of the LSTM need neither H nor h's sequence, and an unused local is a linter's warning in every
-    generated module."""
-    sizes = {i: line.split(" = ")[0] for i, line in enumerate(lines)
-             if re.fullmatch(r"\w+ = (\w+\.shape\[1\]|cache\.\w+)", line)}
-    return [line for i, line in enumerate(lines)
-            if i not in sizes or any(re.search(rf"\b{sizes[i]}\b", other) for j, other in enumerate(lines) if j != i)]
-
-
 class NumpyCellPrinter:
     """Prints the NumPy target of one CellKernel: ``sections()`` -> {name: [line]} and the module's constants."""
 
@@ -144,19 +133,16 @@ class NumpyCellPrinter:
     def concatenate(items):
         return f"np.concatenate(({items}))"
 
-    @staticmethod
-    def returned(name):
-        """The output as forward returns it: a read-only view, so that no in-place change reaches the cache's array,
-        which backward reads."""
-        return f"read_only({name})"
+    returned = staticmethod(returned)  # the output as forward returns it: a read-only view
 
     # shared pieces -----------------------------------------------------------------------------------------------
-    def sizes_from_cache(self):
+    def sizes_from_cache(self, only=None):
+        """The sizes, from the arguments: T, N and the input's always, each state's (of ``only``; None: all)."""
         k = self.k
         lines = [f"_T, _N, {k.input_size} = {k.input}.shape"]
         done = {k.input_size}
         for s, n in k.states:
-            if n not in done:
+            if n not in done and (only is None or n in only):
                 lines.append(f"{n} = {s}0.shape[1]")
                 done.add(n)
         return lines
@@ -366,11 +352,15 @@ class NumpyCellPrinter:
     def factors(self):
         """Body of ``_step_factors(cache, t)``: the scalar factors of every Jacobian block at step t."""
         k = self.k
-        lines = self.unpack_cache() + ["_t = t - 1"] + self.bias_blocks(k.jacobian_reads)
+        fields = set(k.jacobian_loads)  # what the lowering says the step reads: no other cache field is loaded
+        lines = [f"{', '.join(self.args)} = cache[:{len(self.args)}]"]
+        lines += [f"_{n}_seq = cache.{n}" for n in self.states + [s.name for s in k.saved] if n in fields]
+        lines += [f"_{p.array} = cache.{p.array}" for p in self.hoisted_kept if p.array in fields]
+        lines += self.sizes_from_cache(k.jacobian_sizes) + ["_t = t - 1"] + self.bias_blocks(k.jacobian_reads)
         lines += self.loads(k.jacobian_reads)
         lines += block_lines(k.jacobian_factors)
         names = [a.symbol.name for a in k.jacobian_factors]
-        return _used_loads(lines + wrap_call("return (", names, tail=",)" if len(names) == 1 else ")"))
+        return lines + wrap_call("return (", names, tail=",)" if len(names) == 1 else ")")
 
     def _unpack_factors(self):
         names = [a.symbol.name for a in self.k.jacobian_factors]

@@ -148,6 +148,9 @@ class CellKernel:
     input_grad: tuple        # (MatMul, ...): d(input) = sum of dP @ param over the input's products
     bias_grads: tuple        # (BiasGrad, ...)
     jacobian_reads: tuple    # node names the Jacobian loads for a step
+    jacobian_loads: tuple    # cache fields the Jacobian's step reads them from: states' and saved sequences, hoisted
+                             # products
+    jacobian_sizes: tuple    # size symbols that slice a block it reads out of a stacked array (a bias, a product)
     jacobian_factors: tuple  # (Assignment, ...): the scalar factors of the Jacobian's blocks
     jacobian: tuple          # (JacobianBlockK, ...)
     derivation: object       # the CellDerivation, for docstrings
@@ -232,6 +235,7 @@ def lower(d):
                         intermediates.get(n, state_products.get(n)))
                   for n in _ordered(cell, backward_reads | jacobian_reads)
                   if n in intermediates or n in state_products)
+    jacobian_loads, jacobian_sizes = _step_loads(cell, jacobian_reads, saved, products)
     taken = {p.name for p in cell.params} | set(states) | {cell.input} | {f"{s}0" for s in states}
     fields = [s.name for s in saved]
     for name in fields + [p.array for p in products if p.hoisted]:  # the names a Cache may hold
@@ -243,7 +247,25 @@ def lower(d):
         cell.params, tuple((b, p.name, k, p.shape[0]) for b, p, k in cell.biases), tuple(products),
         tuple(Assignment(e.symbol, e.expr) for e in cell.equations), saved, tuple(_ordered(cell, backward_reads)),
         tuple(d.external.items()), tuple(backward), tuple(stores), carries, weight_grads, input_grad, tuple(bias_grads),
-        tuple(_ordered(cell, jacobian_reads)), tuple(factors), tuple(blocks), d)
+        tuple(_ordered(cell, jacobian_reads)), jacobian_loads, jacobian_sizes, tuple(factors), tuple(blocks), d)
+
+
+def _step_loads(cell, reads, saved, products):
+    """(cache fields, size symbols) that loading the node values ``reads`` of one step takes: the sequence of each
+    state read as s_(t-1) or s_t, of each saved value, and the hoisted product holding a block read; and the size of
+    every block sliced out of a stacked array (a bias block of a stacked vector, a block of a product of several),
+    in the order the cache and the states list them."""
+    states = [s for s, _ in cell.states]
+    read_states = {s for s in states if s in reads or f"{s}_next" in reads}
+    saved_names = {s.name for s in saved}
+    hoisted = [p for p in products if p.hoisted and any(b.name in reads and b.name not in saved_names
+                                                        for b, _ in p.blocks)]
+    fields = [s for s in states if s in read_states] + [s.name for s in saved if s.name in reads]
+    fields += [p.array for p in hoisted]
+    sizes = {p.rows for p in hoisted if p.count > 1}
+    counts = {p.name: len(p.blocks) for p in cell.params}
+    sizes |= {p.shape[0] for b, p, _ in cell.biases if b in reads and b != p.name and counts[p.name] > 1}
+    return tuple(fields), tuple(n for n in dict.fromkeys(n for _, n in cell.states) if n in sizes)
 
 
 def _reads(assignments, exclude):

@@ -208,3 +208,10 @@ def pair_prepared(f, df, arg, argname):
     symbol = sp.Symbol(argname, real=True)
     f_prepared, df_prepared = prepare(f), prepare(df)
     return [e.subs(arg, symbol) for e in shared_sigmoids([share_saturated(f_prepared, df_prepared), df_prepared])]
+
+
+def returned(name):
+    """The NumPy text of the output sequence ``name`` as a kernel returns it (the RNN's forward and step_forward,
+    every cell's forward): a read-only view, so that no in-place change of it reaches the cache's array, which
+    backward reads. The one place both NumPy targets take it from (the PyTorch targets return the tensor itself)."""
+    return f"read_only({name})"

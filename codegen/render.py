@@ -2,8 +2,12 @@
 
 ``render(derivations)`` returns {relative path: text} and writes nothing; ``codegen.write.write_tree`` writes it.
 """
+import ast
+import functools
 import hashlib
+import io
 import re
+import tokenize
 from pathlib import Path
 
 import jinja2
@@ -46,25 +50,81 @@ JACOBIAN_MAX_BYTES = "2**30"  # 1 GiB: the default limit of jacobian_products
 WIDE = 62  # characters of typeset math past which an expression is referred to, not written out in a display
 
 
-# The templates that decide what a generated module imports from the support modules and which functions it has.
-# A module rendered from other versions of them (an older install's user module in the per-user data folder) may
-# import names that no longer exist or lack what the front ends call: their digest is written into every module
-# and into generated/__init__.py, whose load() refuses a user module that records another (or none).
-FORMAT_TEMPLATES = ("cell_module.py.jinja", "cell_support.py.jinja", "rnn_module.py.jinja", "support.py.jinja")
+# What FORMAT guarantees: a module that records this installation's FORMAT runs with this installation's support
+# modules (generated/_support.py, _cell_support.py) and has the functions and constants its front ends call; a
+# user module in the per-user data folder that records another (an older install generated it) is refused by
+# generated.load before any of its code runs. It is the digest of
+# - the code of the support modules (rendered, without comments and docstrings): every name a module imports from
+#   them, and what each does, is there. The printers (numpy_printer, rnn_printer, cell_printer, passes) decide which
+#   of those names a module uses, but an older module's text is fixed: it fails here only if a name it imports was
+#   removed or changed, and that changes this code. So printer edits (new numerics, a new name used) leave FORMAT
+#   alone and need not rewrite every committed module;
+# - the module templates without their comment lines: the functions and constants a module has, its imports.
+# Comments and docstrings are left out so that editing them does not change FORMAT (and every module with it).
+FORMAT_SUPPORT = ("cell_support.py.jinja", "support.py.jinja")
+FORMAT_MODULES = ("cell_module.py.jinja", "rnn_module.py.jinja")
+FORMAT_TEMPLATES = tuple(sorted(FORMAT_SUPPORT + FORMAT_MODULES))
 # the package above codegen: none in the checkout, rnn_bptt_derive when installed
 _PARENT = __package__.rpartition(".")[0]
 
 
 def format_fingerprint(templates=TEMPLATES, parent=_PARENT):
-    """SHA-256 (hex) of FORMAT_TEMPLATES in the folder ``templates``: the same in the checkout and in an installed
-    copy, whose build prefixes the templates' import lines with ``parent`` (undone here before hashing)."""
+    """SHA-256 (hex) of FORMAT_TEMPLATES in the folder ``templates`` (see above for what of them): the same in the
+    checkout and in an installed copy, whose build prefixes the templates' import lines with ``parent`` (undone
+    here before hashing), and under every Python version this package supports."""
     digest = hashlib.sha256()
     for name in FORMAT_TEMPLATES:
         text = (Path(templates) / name).read_text(encoding="utf-8")
         if parent:
             text = re.sub(rf"^([ \t]*from[ \t]+){re.escape(parent)}\.", r"\1", text, flags=re.M)
+        text = _support_code(text) if name in FORMAT_SUPPORT else _template_code(text)
         digest.update(f"{name} {len(text)}\n{text}".encode("utf-8"))
     return digest.hexdigest()
+
+
+@functools.lru_cache(maxsize=8)
+def _support_code(template):
+    """The support module that ``template`` renders, as its code alone: comments and docstrings removed (found by
+    tokenize and ast, which agree on them in every Python version), then trailing spaces and blank lines."""
+    source = ENV.from_string(template).render(header="")
+    lines = source.splitlines(keepends=True)
+    spans = []  # (row, first char, row, char after), 1-based rows
+    for token in tokenize.generate_tokens(io.StringIO(source).readline):
+        if token.type == tokenize.COMMENT:
+            spans.append((*token.start, *token.end))
+
+    def char(row, byte):  # ast counts columns in UTF-8 bytes, tokenize in characters
+        return len(lines[row - 1].encode("utf-8")[:byte].decode("utf-8"))
+
+    for node in ast.walk(ast.parse(source)):
+        body = getattr(node, "body", None)
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and body:
+            first = body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) \
+                    and isinstance(first.value.value, str):
+                spans.append((first.lineno, char(first.lineno, first.col_offset),
+                              first.end_lineno, char(first.end_lineno, first.end_col_offset)))
+    for row, col, end_row, end_col in sorted(spans, reverse=True):  # from the end: earlier spans keep their place
+        lines[row - 1:end_row] = [lines[row - 1][:col] + lines[end_row - 1][end_col:]]
+    return "".join(line.rstrip() + "\n" for line in "".join(lines).splitlines() if line.strip())
+
+
+def _template_code(template):
+    """A module template without its Jinja comments, comment lines, docstrings (a line opening with three quotes
+    after ``{{ header }}`` or a line ending in ':'), trailing spaces and blank lines. A template is not Python:
+    a comment after code on its line stays."""
+    kept, in_docstring, previous = [], False, ""
+    for line in re.sub(r"\{#.*?#\}", "", template, flags=re.S).splitlines():
+        stripped = line.strip()
+        if in_docstring:
+            in_docstring = '"""' not in stripped
+        elif stripped.startswith('"""') and (previous.endswith(":") or previous == "{{ header }}"):
+            in_docstring = '"""' not in stripped[3:]
+        elif stripped and not stripped.startswith("#"):
+            kept.append(line.rstrip() + "\n")
+        if stripped:
+            previous = stripped
+    return "".join(kept)
 
 
 def header(template, comment="#"):

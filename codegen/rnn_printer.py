@@ -19,7 +19,7 @@ after codegen.passes' numerics passes.
 import sympy as sp
 
 from codegen.inplace_printer import array_program
-from codegen.numpy_printer import pair_prepared, scalar_body
+from codegen.numpy_printer import pair_prepared, returned, scalar_body
 from codegen.passes import prepare
 from codegen.rnn_lower import dh_dE_t
 from codegen.text_printer import text
@@ -34,6 +34,8 @@ def _terms(expr):
 
 class RnnPrinter:
     """Prints one activation's RnnKernel; ``sections()`` gives {section: [line]} for the template."""
+
+    returned = staticmethod(returned)  # h as forward returns it: a read-only view (as every cell's output)
 
     def __init__(self, kernel):
         self.k = kernel
@@ -155,7 +157,7 @@ class RnnPrinter:
         output = self.output_program()
         pair = self.pair_program(k.output.target, fused.target, "E_t") if fused else None
         scratch = max([output, pair] if fused else [output], key=lambda p: len(p.scratch))
-        lines += [f"    return read_only(h), {cache}",
+        lines += [f"    return {self.returned('h')}, {cache}",
                   f"{k.step_product.target} = np.empty((N, H), dtype=x.dtype)"]
         if scratch.scratch:
             lines += [f"# scratch for the values inside f{' and f' if fused else ''}, one ufunc a line"]
@@ -175,7 +177,7 @@ class RnnPrinter:
         else:
             lines += self._noted(output.lines, "    ", k.output)
         lines += ["    h_prev = h_t",
-                  f"return read_only(h), {cache}"]
+                  f"return {self.returned('h')}, {cache}"]
         return lines
 
     def _noted(self, program_lines, indent, line):

@@ -9,14 +9,23 @@ file ``derive/user_activations.json`` as well. They change together, as one tran
 3. journal: the renames and deletions are written atomically to ``<root>/.codegen-journal.json``;
    from here on the change is decided;
 4. apply: the renames (modules and LaTeX first, ``__init__.py`` after them, the user file last), then the
-   deletions;
+   deletions; the compiled copies of every module replaced or deleted (its ``__pycache__`` entries: Python's
+   bytecode and Numba's cached loops) are deleted with it;
 5. the journal is removed.
 
 A kill before step 3 leaves the old files plus temporaries, which the next command removes; a kill after it
-leaves a journal, which the next command finishes. An error before step 3 (a full disk) removes the temporaries
+leaves a journal, which the next command finishes (the compiled copies of what it names included).
+
+Why the compiled copies go: Python takes ``__pycache__/<module>.*.pyc`` for a module whose source has the size and
+the modification second the .pyc records, and Numba's cache index checks the same stamp. A module replaced by one
+of the same size within the same second (``remove`` then ``add`` with another expression of the same length)
+would be served from the old one's bytecode by every process that had not imported it yet.
+ An error before step 3 (a full disk) removes the temporaries
 and leaves every file as it was. New files get the mode of any new file, 0o666 & ~umask.
 """
 import fcntl
+import glob
+import importlib.util
 import json
 import os
 import re
@@ -126,6 +135,43 @@ def _temp_beside(target):
     return target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
 
 
+def _drop_compiled(path):
+    """Delete what was compiled from the Python file ``path``: ``__pycache__/<stem>.*`` beside it (bytecode for
+    every interpreter and optimization level, Numba's index and data files) and, under a PYTHONPYCACHEPREFIX,
+    this interpreter's bytecode there. Call after ``path`` is replaced or deleted, so nothing can compile the old
+    text again."""
+    path = Path(path)
+    if path.suffix != ".py":
+        return
+    found = glob.glob(os.path.join(glob.escape(str(path.parent / "__pycache__")), glob.escape(path.stem) + ".*"))
+    try:
+        found.append(importlib.util.cache_from_source(str(path)))
+    except (NotImplementedError, ValueError):  # no cache tag (an interpreter without bytecode caching)
+        pass
+    for name in found:
+        try:
+            os.unlink(name)
+        except FileNotFoundError:
+            pass
+        except OSError as e:  # left behind it would shadow the new source: the write is not done
+            raise WriteError(f"cannot delete {name}, compiled from the replaced {path}: {e.strerror}") from None
+
+
+def _distinct_stamp(temp, target):
+    """Give the staged ``temp`` another modification second than ``target`` (which it replaces) when both have
+    the same size and second: then even bytecode that a process compiles from the old text while this write runs,
+    and caches after _drop_compiled, cannot pass for the new text's. One second earlier: no file is dated ahead."""
+    if target.suffix != ".py":
+        return
+    try:
+        old, new = target.stat(), temp.stat()
+    except FileNotFoundError:
+        return
+    if old.st_size == new.st_size and int(old.st_mtime) == int(new.st_mtime):
+        earlier = (int(old.st_mtime) - 1) * 10**9
+        os.utime(temp, ns=(earlier, earlier))
+
+
 def recover(root, extra=()):
     """Finish the transaction a killed writer left in ``root`` (if any), then remove stray temporaries.
 
@@ -155,10 +201,12 @@ def recover(root, extra=()):
             if temp.exists():  # a missing one was renamed before the kill
                 os.replace(temp, target)
                 done.append(target_rel)
+            _drop_compiled(target)  # the kill may have come between the rename and this
         for rel in deletions:
             if (root / rel).exists():
                 (root / rel).unlink()
                 done.append(rel)
+            _drop_compiled(root / rel)
         for directory in {(root / t).parent for t in targets}:
             _sync_dir(directory)
         journal.unlink()
@@ -208,6 +256,7 @@ def write_tree(files, root, pattern=STALE, extra=None):
                 temp = _temp_beside(target)
                 staged.append((temp, target))
                 _write_new(temp, writes[target])
+                _distinct_stamp(temp, target)
                 _checkpoint(f"staged {_rel(target, root)}")
             plan = {"renames": [[_rel(t, root), _rel(g, root)] for t, g in staged],
                     "deletions": [_rel(p, root) for p in stale]}
@@ -222,9 +271,11 @@ def write_tree(files, root, pattern=STALE, extra=None):
         _checkpoint("journal written")
         for temp, target in staged:
             os.replace(temp, target)
+            _drop_compiled(target)
             _checkpoint(f"renamed {_rel(target, root)}")
         for path in stale:
             path.unlink(missing_ok=True)
+            _drop_compiled(path)
             _checkpoint(f"deleted {_rel(path, root)}")
         for directory in {t.parent for _, t in staged} | {p.parent for p in stale}:
             _sync_dir(directory)

@@ -38,8 +38,9 @@ if numba is not None:
     from generated._support import softplus_scalar
 
 NAME = 'mish'
-# the digest of the templates this module came from: generated.load refuses a user module with another
-FORMAT = '0e6f8a9fc3d21654b3838636d4bcb83cb5586b67d18b82682704644a2d275376'
+# the digest of the support modules' code and of this template's (codegen.render.format_fingerprint):
+# generated.load refuses a user module that records another
+FORMAT = 'd12ba3dc41435df0969e70b0f6d3724e6e781a27458f59df5b9c8f35ee6a95fa'
 EXPRESSION = 'x*tanh(softplus(x))'  # f(x)
 DERIVATIVE = 'x*(1 - tanh(softplus(x))**2)*sigmoid(x) + tanh(softplus(x))'  # f'(x)
 DERIVATIVE_FROM_OUTPUT = None  # f' in terms of h = f(x), when the backward pass uses it

@@ -35,8 +35,9 @@ from generated._support import (Cache, Grads, blas_threads, check_backward, chec
                                 check_products_bytes, check_span, check_time, numba, read_only, use_numba)
 
 NAME = 'sin'
-# the digest of the templates this module came from: generated.load refuses a user module with another
-FORMAT = '0e6f8a9fc3d21654b3838636d4bcb83cb5586b67d18b82682704644a2d275376'
+# the digest of the support modules' code and of this template's (codegen.render.format_fingerprint):
+# generated.load refuses a user module that records another
+FORMAT = 'd12ba3dc41435df0969e70b0f6d3724e6e781a27458f59df5b9c8f35ee6a95fa'
 EXPRESSION = 'sin(x)'  # f(x)
 DERIVATIVE = 'cos(x)'  # f'(x)
 DERIVATIVE_FROM_OUTPUT = None  # f' in terms of h = f(x), when the backward pass uses it

@@ -419,3 +419,27 @@ def test_equations_deeper_than_the_recursion_limit_are_refused_plainly(tmp_path,
             derive_cell(cell)
     finally:
         sys.setrecursionlimit(limit)
+
+
+def test_the_lowering_says_what_the_jacobians_step_loads_and_the_printer_loads_only_that():
+    """_step_factors(cache, t) loads what the lowering lists, not the whole cache filtered afterwards. The LSTM's
+    Jacobian blocks are written in c_(t-1), c_t (tanh(c_t) in dh/d.) and the four gates: h's sequence is not read,
+    and no block of a stacked array is sliced (the gates are kept one by one), so no size is loaded. The GRU's
+    read h_(t-1), its gates r, z, n, W_hn h_(t-1) and the bias block b_hn, a slice of bias_hh: its size H."""
+    import dataclasses
+
+    from codegen.cell_printer import NumpyCellPrinter
+
+    cells = {c.name: lower(derive_cell(c)) for c in read_cells() if c.name in ("lstm", "gru")}
+    lstm, gru = cells["lstm"], cells["gru"]
+    assert (lstm.jacobian_loads, lstm.jacobian_sizes) == (("c", "i", "f", "g", "o"), ())
+    assert (gru.jacobian_loads, tuple(map(str, gru.jacobian_sizes))) == (("h", "r", "z", "n", "W_hn_h"), ("H",))
+    printed = NumpyCellPrinter(lstm).factors()
+    assert [line for line in printed if " = cache" in line or ".shape" in line] == [
+        "x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh = cache[:7]", "_c_seq = cache.c", "_i_seq = cache.i",
+        "_f_seq = cache.f", "_g_seq = cache.g", "_o_seq = cache.o", "_T, _N, D = x.shape"]
+    # the printer follows the description: a kernel that says the step reads h's sequence and H loads them
+    wider = dataclasses.replace(lstm, jacobian_loads=("h",) + lstm.jacobian_loads,
+                                jacobian_sizes=gru.jacobian_sizes)
+    printed = NumpyCellPrinter(wider).factors()
+    assert "_h_seq = cache.h" in printed and "H = h0.shape[1]" in printed

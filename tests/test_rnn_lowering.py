@@ -142,3 +142,23 @@ def test_a_user_activation_is_lowered_like_the_catalogue(tmp_path):
             loss = [np.sum(mod.forward(x, h0, V, w, b)[0] * G) for w in (Wp, Wm)]
             num[i, j] = (loss[0] - loss[1]) / 2e-6
     assert np.abs(dW - num).max() <= 1e-7 * np.abs(num).max()
+
+
+def test_forward_returns_h_through_the_hook_the_cell_printer_uses():
+    """One hook decides how a NumPy kernel returns its output sequence (a read-only view): the RNN printer takes it
+    from where the cell printer does, and a printer with another hook returns h through it, in both returns."""
+    from codegen import numpy_printer
+    from codegen.cell_printer import NumpyCellPrinter
+
+    assert RnnPrinter.returned is NumpyCellPrinter.returned is numpy_printer.returned
+    assert numpy_printer.returned("h") == "read_only(h)"
+
+    class Plain(RnnPrinter):
+        @staticmethod
+        def returned(name):
+            return f"plain({name})"
+
+    for name in ("tanh", "silu"):  # the one-pass activations return from the compiled branch with f' too
+        printed = Plain(lower_rnn(derive(_entry(name)))).forward()
+        returns = [line.strip() for line in printed if line.strip().startswith("return ")]
+        assert len(returns) == 2 and all(r.startswith("return plain(h), Cache(") for r in returns), returns

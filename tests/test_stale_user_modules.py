@@ -132,7 +132,7 @@ def test_the_format_is_the_same_after_the_builds_rewrite_of_the_templates_and_ch
     assert "from rnn_bptt_derive.generated._support import" in (installed / "rnn_module.py.jinja").read_text()
     assert format_fingerprint(installed, parent="rnn_bptt_derive") == format_fingerprint()
     edited = installed / "support.py.jinja"
-    edited.write_text(edited.read_text() + "\n")
+    edited.write_text(edited.read_text() + "\n\ndef added():\n    return 1\n")  # code: a new support name
     assert format_fingerprint(installed, parent="rnn_bptt_derive") != format_fingerprint()
 
 
@@ -151,3 +151,129 @@ def test_a_module_replaced_under_its_name_is_imported_again(data_folder, current
     path.write_text(_old_format(replaced))
     with pytest.raises(generated.StaleModuleError, match="records FORMAT 000000000000"):
         generated.load("tiny")
+
+
+def _unknown_message(name):
+    try:
+        generated.load(name)
+    except ValueError as error:
+        return str(error)
+    raise AssertionError(f"load({name!r}) did not raise")
+
+
+@pytest.mark.parametrize("name", ["mine", "tiny"])
+def test_a_module_removed_in_this_process_is_unknown_as_if_never_added(data_folder, current, name, tmp_path):
+    """`remove` (or `remove-cell`) after a load in the same process: the next load says there is no such module
+    and how to list and add one, as for a name never added, here and in a new process; not StaleModuleError."""
+    import subprocess
+
+    path = data_folder / _file(name)
+    path.write_text(current[name])
+    assert generated.load(name).NAME == name
+    path.unlink()  # what write_tree does on `remove`
+    with pytest.raises(ValueError) as caught:
+        generated.load(name)
+    assert not isinstance(caught.value, generated.StaleModuleError)
+    message = str(caught.value)
+    kind_list = "known: " if name == "mine" else "cells: "
+    assert f"unknown activation {name!r}; known: identity, tanh" in message
+    assert "no generated module has that name: `python -m codegen list` lists them" in message
+    assert "`python -m codegen add NAME EXPR` adds an activation, `python -m codegen add-cell FILE` a cell" in message
+    assert f", {name}" not in message.partition(kind_list)[2] and f" {name}," not in message  # no longer listed
+    assert name not in generated.ACTIVATIONS + generated.CELLS
+    # a new process reads the data folder afresh: the same message
+    code = (f"import generated, pathlib\n"
+            f"generated._USER_FOLDER = pathlib.Path({str(data_folder)!r})\n"
+            f"generated.__path__.append(str(generated._USER_FOLDER))\n"
+            f"generated._find_user_modules()\n"
+            f"try:\n    generated.load({name!r})\nexcept ValueError as e:\n    print(e)\n")
+    second = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                            cwd=str(TEMPLATES.parent.parent))
+    assert second.stdout.strip() == message
+    # and a name never added gives it too
+    assert _unknown_message("never") == message.replace(repr(name), repr("never"), 1)
+
+
+def test_a_module_added_in_this_process_is_found(data_folder, current):
+    """`add` after this package was imported (the data folder had no such module then): load finds it."""
+    generated._USER_ACTIVATIONS, generated._USER_CELLS = (), ()  # as imported before the data folder had any
+    generated.ACTIVATIONS = tuple(n for n in generated.ACTIVATIONS if n != "mine")
+    generated.CELLS = tuple(n for n in generated.CELLS if n != "tiny")
+    (data_folder / "rnn_mine.py").write_text(current["mine"])
+    assert generated.load("mine").NAME == "mine" and "mine" in generated.ACTIVATIONS
+
+
+def test_a_package_module_removed_in_this_process_is_unknown(monkeypatch):
+    """In a checkout `remove` deletes generated/rnn_<name>.py that the imported generated/__init__.py still lists."""
+    monkeypatch.setattr(generated, "ACTIVATIONS", generated.ACTIVATIONS + ("ghost",))
+    message = _unknown_message("ghost")
+    assert message.startswith("unknown activation 'ghost'; known: identity, tanh") and "ghost," not in message
+    assert "`python -m codegen list` lists them" in message
+
+
+# --- what FORMAT covers: the support modules' code and the module templates', not their comments --------------------
+
+def _templates_copy(tmp_path):
+    copy = tmp_path / "templates"
+    shutil.copytree(TEMPLATES, copy)
+    return copy
+
+
+def _edit(path, old, new):
+    text = path.read_text(encoding="utf-8")
+    assert old in text, (path.name, old)
+    path.write_text(text.replace(old, new, 1), encoding="utf-8")
+
+
+def test_comment_and_docstring_edits_leave_the_format_and_every_module_alone(tmp_path):
+    """FORMAT is written into every committed module: an edit of a comment or docstring of a template it covers
+    must not rewrite them all."""
+    copy = _templates_copy(tmp_path)
+    _edit(copy / "support.py.jinja", "def read_only(array):\n", "def read_only(array):  # a new comment\n")
+    _edit(copy / "support.py.jinja", "import numpy as np\n", "import numpy as np\n# a comment line\n\n")
+    _edit(copy / "support.py.jinja", '"""', '"""Reworded. ')  # the module docstring
+    _edit(copy / "cell_support.py.jinja", "import numpy as np\n", "import numpy as np  # why\n")
+    _edit(copy / "rnn_module.py.jinja", "\ndef forward(", "\n# a comment line\ndef forward(")
+    _edit(copy / "rnn_module.py.jinja", '    """Run the RNN over x', '    """Reworded: run the RNN over x')
+    _edit(copy / "cell_module.py.jinja", "{{ header }}\n\"\"\"The ", "{{ header }}\n\"\"\"Reworded: the ")
+    assert format_fingerprint(copy) == format_fingerprint()
+
+
+def _support_imports():
+    """{support template: sorted names} that the committed modules import from each support module."""
+    import ast
+
+    imported = {"support.py.jinja": set(), "cell_support.py.jinja": set()}
+    folder = TEMPLATES.parent.parent / "generated"
+    for path in sorted(folder.glob("rnn_*.py")) + sorted(folder.glob("cell_*.py")) + [folder / "_cell_support.py"]:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module in ("generated._support", "generated._cell_support"):
+                template = "support.py.jinja" if node.module.endswith("._support") else "cell_support.py.jinja"
+                imported[template].update(alias.name for alias in node.names)
+    return [(template, name) for template, names in imported.items() for name in sorted(names)]
+
+
+@pytest.mark.parametrize("template, name", _support_imports(), ids=lambda v: str(v))
+def test_every_support_name_a_module_imports_is_covered_by_the_format(tmp_path, template, name):
+    """The printers decide which support names a module imports; a later support module without one of them (or
+    with another one under its name) has another FORMAT, so an older module importing it is refused."""
+    copy = _templates_copy(tmp_path)
+    path = copy / template
+    text = path.read_text(encoding="utf-8")
+    assert re.search(rf"\b{name}\b", text), f"{template} has no {name}"
+    path.write_text(re.sub(rf"\b{name}\b", f"{name}_renamed", text), encoding="utf-8")
+    assert format_fingerprint(copy) != format_fingerprint()
+
+
+@pytest.mark.parametrize("name", ["mine", "tiny"])
+def test_a_module_older_than_the_support_modules_is_refused_not_failing_later(data_folder, current, name,
+                                                                               tmp_path, monkeypatch):
+    """An install whose support module no longer has a name the user's module imports (read_only, used by every
+    module): load refuses the module before it runs, not with an ImportError or NameError when it is called."""
+    copy = _templates_copy(tmp_path)
+    _edit(copy / "support.py.jinja", "def read_only(array):", "def as_read_only(array):")
+    monkeypatch.setattr(generated, "FORMAT", format_fingerprint(copy))  # that install's FORMAT
+    path = data_folder / _file(name)
+    path.write_text(current[name])  # written by this install
+    with pytest.raises(generated.StaleModuleError, match=r"records FORMAT [0-9a-f]{12}\.\.\., this installation"):
+        generated.load(name)

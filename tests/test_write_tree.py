@@ -362,3 +362,82 @@ def test_an_extra_file_given_none_is_deleted_in_the_same_transaction(tmp_path, m
     assert not (root / JOURNAL_NAME).exists()
     assert not (cells / "mine.cell").exists() and not (root / "cell_mine.py").exists()
     assert (root / "keep.py").read_text() == "y = 2\n"
+
+
+# --- compiled copies of a replaced or removed module -------------------------------------------------------------
+# Python takes __pycache__/<module>.*.pyc for a source with the size and modification second it records: a module
+# replaced by one of the same size in the same second (forced here with os.utime) must not run the old code.
+
+def _import_value(root, module="rnn_x"):
+    """``module.VALUE`` as a new process imports it from ``root`` (writing its bytecode as usual)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONDONTWRITEBYTECODE", "PYTHONPYCACHEPREFIX")}
+    code = f"import sys; sys.path.insert(0, {str(root)!r}); import {module}; print({module}.VALUE)"
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                          env=env).stdout.strip()
+
+
+def _compiled(root, module="rnn_x"):
+    return sorted(p.name for p in (root / "__pycache__").glob(f"{module}.*")) if (root / "__pycache__").is_dir() else []
+
+
+def _same_stamp(path, like_ns):
+    os.utime(path, ns=(like_ns, like_ns))
+
+
+def test_a_module_replaced_with_the_same_size_and_second_is_not_served_from_the_old_bytecode(tmp_path):
+    root = tmp_path / "gen"
+    write_tree({"rnn_x.py": 'VALUE = "A"\n'}, root, pattern=None)
+    assert _import_value(root) == "A" and _compiled(root)  # the old module's bytecode is cached
+    old_ns = (root / "rnn_x.py").stat().st_mtime_ns
+    assert write_tree({"rnn_x.py": 'VALUE = "B"\n'}, root, pattern=None) == ["rnn_x.py"]
+    assert not _compiled(root)
+    _same_stamp(root / "rnn_x.py", old_ns)  # the worst case: the stamp the old bytecode records
+    assert _import_value(root) == "B"
+
+
+def test_a_removed_module_leaves_no_compiled_copy_for_a_later_one_of_the_same_size(tmp_path):
+    root = tmp_path / "gen"
+    write_tree({"rnn_x.py": 'VALUE = "A"\n', "rnn_x_two.py": 'VALUE = "2"\n'}, root, pattern=None)
+    assert _import_value(root) == "A" and _import_value(root, "rnn_x_two") == "2"
+    numba_index = root / "__pycache__" / "rnn_x.step_loop-40.py311.nbi"  # Numba's cache checks the same stamp
+    numba_index.write_bytes(b"")
+    old_ns = (root / "rnn_x.py").stat().st_mtime_ns
+    assert write_tree({"rnn_x_two.py": 'VALUE = "2"\n'}, root, pattern=("rnn_*.py",)) == ["rnn_x.py"]
+    assert not _compiled(root) and _compiled(root, "rnn_x_two")  # only the removed module's
+    (root / "rnn_x.py").write_text('VALUE = "B"\n')  # added again, as an older version of this writer would
+    _same_stamp(root / "rnn_x.py", old_ns)
+    assert _import_value(root) == "B"
+
+
+def test_a_journal_rolled_forward_drops_the_compiled_copies_too(tmp_path, monkeypatch):
+    root = tmp_path / "gen"
+    write_tree({"rnn_x.py": 'VALUE = "A"\n'}, root, pattern=None)
+    assert _import_value(root) == "A"
+    old_ns = (root / "rnn_x.py").stat().st_mtime_ns
+
+    class Killed(BaseException):
+        pass
+
+    def kill(step):
+        if step == "renamed rnn_x.py":
+            raise Killed
+
+    monkeypatch.setattr(write, "_checkpoint", kill)
+    monkeypatch.setattr(write, "_drop_compiled", lambda path: None, raising=False)  # killed before it ran
+    with pytest.raises(Killed):
+        write_tree({"rnn_x.py": 'VALUE = "B"\n'}, root, pattern=None)
+    monkeypatch.undo()
+    assert (root / JOURNAL_NAME).exists() and _compiled(root)
+    recover(root)
+    assert not _compiled(root)
+    _same_stamp(root / "rnn_x.py", old_ns)
+    assert _import_value(root) == "B"
+
+
+def test_a_staged_module_never_shares_the_size_and_second_of_the_file_it_replaces(tmp_path):
+    old, new = tmp_path / "rnn_x.py", tmp_path / ".rnn_x.py.0.tmp"
+    old.write_text('VALUE = "A"\n')
+    new.write_text('VALUE = "B"\n')
+    _same_stamp(new, old.stat().st_mtime_ns)
+    write._distinct_stamp(new, old)
+    assert int(new.stat().st_mtime) == int(old.stat().st_mtime) - 1
