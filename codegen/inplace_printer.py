@@ -147,7 +147,8 @@ class _Linearizer:
             literal = self.emit(constant)
             acc = literal if acc is None else self.ufunc("np.add", acc, literal)
         for t in negative:
-            acc = self.ufunc("np.negative", self.emit(t)) if acc is None else self.ufunc("np.subtract", acc, self.emit(t))
+            u = self.emit(t)
+            acc = self.ufunc("np.negative", u) if acc is None else self.ufunc("np.subtract", acc, u)
         return acc
 
     def _product(self, factors):

@@ -215,3 +215,12 @@ def returned(name):
     every cell's forward): a read-only view, so that no in-place change of it reaches the cache's array, which
     backward reads. The one place both NumPy targets take it from (the PyTorch targets return the tensor itself)."""
     return f"read_only({name})"
+
+
+def vectorizes(expr):
+    """Whether ``expr``'s scalar form (``scalar_body``) is arithmetic, comparisons, selections, |u|, max and min
+    only, with integer powers: what LLVM turns into vector code inside a Numba loop. A call of the math library
+    (exp, tanh, erf, ...) is made one value at a time there (Numba's LLVM has no SVML here)."""
+    prepared = prepare_scalar(expr)
+    return (all(isinstance(f, (sp.Max, sp.Min, sp.Abs, sp.Piecewise)) for f in prepared.atoms(sp.Function))
+            and all(p.exp.is_Integer for p in prepared.atoms(sp.Pow)))

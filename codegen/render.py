@@ -46,6 +46,11 @@ LATEX_ENV = jinja2.Environment(
     variable_end_string=")))", comment_start_string="((#", comment_end_string="#))",
 )
 NUMBA_MAX_WORK = 8192  # N*H*H; measured crossover of the compiled and NumPy loops (see README, Performance)
+# N*H*H up to which the compiled loop calling BLAS for each step's product beats NumPy's loop (its per-step calls):
+# measured forward (relu) and backward alone at OPENBLAS_NUM_THREADS=1, NumPy loop / compiled, ms: (100, 16, 64)
+# float32 0.40 / 0.13 and 0.36 / 0.15, float64 0.57 / 0.28 and 0.52 / 0.29; (100, 32, 128) float32 1.52 / 1.13 and
+# 1.36 / 1.10, float64 2.93 / 2.20 and 2.76 / 2.47; (100, 64, 512) (N*H*H = 2^24) backward 42.0 / 44.0, 81.6 / 78.4
+NUMBA_BLAS_MAX_WORK = 2**20
 JACOBIAN_MAX_BYTES = "2**30"  # 1 GiB: the default limit of jacobian_products
 WIDE = 62  # characters of typeset math past which an expression is referred to, not written out in a display
 
@@ -160,7 +165,8 @@ def module_context(d):
         eq={k: text(getattr(d, k), names) for k in MATRIX_FIELDS}, grad_h0=text(_at_first_step(d.grad_h_prev)),
         df_arg=df_arg,
         support_imports="".join(f", {h}" for h in support_names(s.f, df_expr)),
-        code=code, numba_max_work=NUMBA_MAX_WORK, jacobian_max_bytes=JACOBIAN_MAX_BYTES,
+        code=code, numba_max_work=NUMBA_MAX_WORK, numba_blas_max_work=NUMBA_BLAS_MAX_WORK,
+        jacobian_max_bytes=JACOBIAN_MAX_BYTES,
         scalar_imports=", ".join(scalar_imports), scalar_math=scalar_math,
     )
 

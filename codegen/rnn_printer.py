@@ -19,7 +19,7 @@ after codegen.passes' numerics passes.
 import sympy as sp
 
 from codegen.inplace_printer import array_program
-from codegen.numpy_printer import pair_prepared, returned, scalar_body
+from codegen.numpy_printer import pair_prepared, returned, scalar_body, vectorizes
 from codegen.passes import prepare
 from codegen.rnn_lower import dh_dE_t
 from codegen.text_printer import text
@@ -157,8 +157,13 @@ class RnnPrinter:
         output = self.output_program()
         pair = self.pair_program(k.output.target, fused.target, "E_t") if fused else None
         scratch = max([output, pair] if fused else [output], key=lambda p: len(p.scratch))
-        lines += [f"    return {self.returned('h')}, {cache}",
-                  f"{k.step_product.target} = np.empty((N, H), dtype=x.dtype)"]
+        lines += [f"    return {self.returned('h')}, {cache}"]
+        if self.forward_blas():
+            lines += ["if use_numba_blas(BACKEND, N * H * H, NUMBA_BLAS_MAX_WORK):",
+                      "    _forward_blas(E, h, np.ascontiguousarray(h0), np.ascontiguousarray(W))"
+                      "  # compiled, products by BLAS",
+                      f"    return {self.returned('h')}, {cache}"]
+        lines += [f"{k.step_product.target} = np.empty((N, H), dtype=x.dtype)"]
         if scratch.scratch:
             lines += [f"# scratch for the values inside f{' and f' if fused else ''}, one ufunc a line"]
             lines += self.scratch(scratch, "W_h")
@@ -207,6 +212,10 @@ class RnnPrinter:
             lines += ["if use_numba(BACKEND, N * H * H, NUMBA_MAX_WORK):",
                       f"    delta = derivatives(cache)  # dh_t/dE_t = {self.eq['dh_dE_used']}, kept by forward",
                       "    W_delta = _backward_loop(delta, dh, W)  # the same steps, compiled",
+                      "elif use_numba_blas(BACKEND, N * H * H, NUMBA_BLAS_MAX_WORK):",
+                      "    delta = derivatives(cache)",
+                      "    W_delta = _backward_blas(delta, dh, np.ascontiguousarray(W))"
+                      "  # compiled, products by BLAS",
                       "else:",
                       "    delta = np.empty_like(dh_dE)  # filled step by step; the cache's f'(E_t) is only read"]
             loop = "    for dh_dE_t, delta_t, dh_t in zip(dh_dE[::-1], delta[::-1], dh[::-1]):  # t = T, ..., 1"
@@ -215,6 +224,9 @@ class RnnPrinter:
                       f"delta = derivatives(cache)  # dh_t/dE_t = {self.eq['dh_dE_used']}",
                       "if use_numba(BACKEND, N * H * H, NUMBA_MAX_WORK):",
                       "    W_delta = _backward_loop(delta, dh, W)  # the same steps, compiled",
+                      "elif use_numba_blas(BACKEND, N * H * H, NUMBA_BLAS_MAX_WORK):",
+                      "    W_delta = _backward_blas(delta, dh, np.ascontiguousarray(W))"
+                      "  # compiled, products by BLAS",
                       "else:"]
             loop = "    for delta_t, dh_t in zip(delta[::-1], dh[::-1]):  # t = T, ..., 1"
         lines += ["    dL_dh = np.empty((N, H), dtype=x.dtype)",
@@ -291,6 +303,51 @@ class RnnPrinter:
                 f"                W_delta[n, j] += d * {m.right}[i, j]",
                 "return W_delta"]
 
+    # Numba loops calling BLAS for each step's product (small and medium N*H*H) -------------------------------------
+    def forward_blas(self):
+        """The forward step compiled, W h_{t-1} by BLAS (np.dot into W_h): only where f' is taken from h and f
+        compiles to vector code (arithmetic, comparisons, selections, |u|, max, min: relu, leaky_relu, softsign,
+        identity). Numba calls the math library for exp, tanh, erf one value at a time (no SVML here), slower than
+        NumPy's vectorised ufuncs at these sizes (measured for tanh). [] where it does not apply."""
+        k = self.k
+        if k.keep != "h" or not vectorizes(k.f):
+            return []
+        m = k.step_product.value
+        assert (m.left, m.right, m.right_t) == ("h_prev", "W", True)
+        pre = k.pre_activation.value
+        (added,) = [t for t in _terms(pre.expr) if t != pre.symbol]
+        return ["T, N, H = E.shape",
+                f"{k.step_product.target} = np.empty((N, H), dtype=E.dtype)",
+                "W_T = W.T",
+                "for t in range(T):",
+                "    h_prev = h0 if t == 0 else h[t - 1]",
+                f"    np.dot(h_prev, W_T, {k.step_product.target})  # W h_{{t-1}}, rows as batch",
+                "    for n in range(N):",
+                "        for i in range(H):",
+                f"            acc = E[t, n, i] + {added.name}[n, i]{self.note(k.pre_activation)}",
+                "            E[t, n, i] = acc",
+                f"            h[t, n, i] = _activation_scalar(acc){self.note(k.output)}"]
+
+    def backward_blas(self):
+        """The backward step compiled: delta_t elementwise as in ``backward_loop``, W^T delta_t by BLAS."""
+        k = self.k
+        names = {"delta_t": "delta[t, n, i]", "dh_t": "dh[t, n, i]", "W_delta": "W_delta[n, i]"}
+        name = lambda s: names[s.name]  # noqa: E731 - symbols as loop elements
+        dL = k.dL_dh.value
+        target = k.delta.value.symbol
+        inlined = Assignment(target, sp.Mul(*[dL.expr if t == dL.symbol else target if t == dh_dE_t else t
+                                              for t in _terms(k.delta.value.expr)], evaluate=False))
+        m = k.carry.value
+        assert (m.left, m.right, m.right_t) == ("delta", "W", False)
+        return ["T, N, H = delta.shape",
+                "W_delta = np.zeros((N, H), dtype=delta.dtype)  # W^T delta_{T+1} = 0",
+                "for t in range(T - 1, -1, -1):",
+                "    for n in range(N):",
+                "        for i in range(H):",
+                f"            {self.inplace(inlined, name)}{self.note(k.delta)}",
+                f"    np.dot(delta[t], {m.right}, W_delta)  # W^T delta_t, rows as batch",
+                "return W_delta"]
+
     # Jacobians -----------------------------------------------------------------------------------------------------
     def _factor(self):
         ((factor, param),) = self.k.jacobian
@@ -346,6 +403,7 @@ class RnnPrinter:
         return dict(forward=self.forward(), backward=self.backward(), fused=self.fused(),
                     activation=self.activation(), activation_derivative=self.activation_derivative(),
                     activation_scalar=self.numba_activation(),
-                    forward_loop=self.forward_loop(), backward_loop=self.backward_loop(), jacobian=self.jacobian(),
+                    forward_loop=self.forward_loop(), backward_loop=self.backward_loop(),
+                    forward_blas=self.forward_blas(), backward_blas=self.backward_blas(), jacobian=self.jacobian(),
                     derivatives=self.derivatives(), jacobian_products=self.jacobian_products(),
                     pushforward=self.pushforward(), pullback=self.pullback())

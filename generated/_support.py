@@ -100,15 +100,37 @@ if numba is not None:
         return max(u, 0.0) + math.log1p(math.exp(-abs(u)))
 
 
+BACKENDS = ("auto", "numpy", "numba", "numba_blas")
+
+
 def use_numba(backend, work, limit):
-    """Whether a kernel runs its compiled loop: ``backend`` is "auto", "numpy" or "numba"; "auto" picks Numba when
-    it is installed and the per-step work N*H*H is at most ``limit`` (there NumPy's per-call overhead dominates)."""
+    """Whether a kernel runs its compiled loop (every product written as loops): ``backend`` is one of BACKENDS;
+    "auto" picks it when Numba is installed and the per-step work N*H*H is at most ``limit`` (there NumPy's
+    per-call overhead dominates, and the products are too small for BLAS to pay)."""
     if backend == "numba" and numba is None:
         raise ImportError("BACKEND = 'numba' needs Numba: pip install numba")
-    if backend not in ("auto", "numpy", "numba"):
-        raise ValueError(f"BACKEND must be 'auto', 'numpy' or 'numba', got {backend!r}")
+    if backend not in BACKENDS:
+        raise ValueError(f"BACKEND must be one of {', '.join(map(repr, BACKENDS))}, got {backend!r}")
     return numba is not None and (backend == "numba" or (backend == "auto" and work <= limit))
 
+
+def use_numba_blas(backend, work, limit):
+    """Whether a kernel runs its compiled loop that calls BLAS for each step's product (Numba's np.dot, through
+    SciPy's BLAS): "numba_blas" forces it; "auto" picks it when Numba and SciPy are installed and N*H*H is at most
+    ``limit`` (asked after ``use_numba``: between the two limits). Above it the products dominate and NumPy's loop
+    is as fast."""
+    if backend == "numba_blas" and not NUMBA_BLAS:
+        raise ImportError("BACKEND = 'numba_blas' needs Numba and SciPy: pip install numba scipy")
+    return NUMBA_BLAS and (backend == "numba_blas" or (backend == "auto" and work <= limit))
+
+
+NUMBA_BLAS = False  # Numba's np.dot calls SciPy's BLAS: the compiled loops that call BLAS need both
+if numba is not None:
+    try:  # loaded here, before the thread policy first lists the BLAS libraries, so that it governs this one too
+        import scipy.linalg.cython_blas  # noqa: F401
+        NUMBA_BLAS = True
+    except ImportError:  # pragma: no cover - depends on the environment
+        pass
 
 try:  # threadpoolctl is optional: without it NumPy's BLAS keeps the thread count it started with
     import threadpoolctl

@@ -32,7 +32,8 @@ so V x_t is computed as x[t] @ V.T. float32 and float64 are kept as given.
 import numpy as np
 
 from generated._support import (Cache, Grads, blas_threads, check_backward, check_forward, check_kept,
-                                check_products_bytes, check_span, check_time, numba, read_only, use_numba, sigmoid)
+                                check_products_bytes, check_span, check_time, numba, read_only, use_numba,
+                                use_numba_blas, sigmoid)
 
 if numba is not None:
     from generated._support import sigmoid_scalar
@@ -40,14 +41,18 @@ if numba is not None:
 NAME = 'silu'
 # the digest of the support modules' code and of this template's (codegen.render.format_fingerprint):
 # generated.load refuses a user module that records another
-FORMAT = 'd12ba3dc41435df0969e70b0f6d3724e6e781a27458f59df5b9c8f35ee6a95fa'
+FORMAT = '04108dd7878e03ee162b824c05768cdb227fbe91f9b7d2faeba76ea82bb02b54'
 EXPRESSION = 'x*sigmoid(x)'  # f(x)
 DERIVATIVE = '(-x*(sigmoid(x) - 1) + 1)*sigmoid(x)'  # f'(x)
 DERIVATIVE_FROM_OUTPUT = None  # f' in terms of h = f(x), when the backward pass uses it
 USES_OUTPUT = False
 GAMMA = 1.099839320128867  # sup |f'| (numeric, to 15 digits)
-BACKEND = "auto"  # "auto": compiled loops (Numba) for small N*H*H when installed; or force "numpy" / "numba"
+# "auto": compiled loops (Numba) for small N*H*H when installed, then compiled loops calling BLAS for each step's
+# product (Numba and SciPy installed) up to NUMBA_BLAS_MAX_WORK, then NumPy; or force "numpy", "numba" or "numba_blas".
+# "numba_blas" compiles the backward pass only: f calls the math library, which Numba calls one value at a time.
+BACKEND = "auto"
 NUMBA_MAX_WORK = 8192  # N*H*H at or below which the compiled loop beats NumPy's per-step calls
+NUMBA_BLAS_MAX_WORK = 1048576  # N*H*H at or below which the loop calling BLAS beats NumPy's loop
 JACOBIAN_MAX_BYTES = 2**30  # jacobian_products refuses to allocate more (1 GiB) unless given max_bytes=
 KINKS = ()  # where f' jumps: finite differences must stay clear
 
@@ -63,7 +68,10 @@ def activation(E, out=None):
 
 
 def activation_derivative(E, out=None):
-    """f'(E_t), as in DERIVATIVE, elementwise; into ``out`` when given (it may be E itself)."""
+    """f'(E_t), as in DERIVATIVE, elementwise.
+
+    Into ``out`` when given (it may be E itself); else into a new array.
+    """
     d = np.empty_like(E, dtype=np.result_type(E, 0.0)) if out is None or np.may_share_memory(out, E) else out
     _s0 = np.empty_like(d)
     np.negative(E, out=d)
@@ -177,6 +185,9 @@ def backward(dh, cache):
     if use_numba(BACKEND, N * H * H, NUMBA_MAX_WORK):
         delta = derivatives(cache)  # dh_t/dE_t = diag(f'(E_t)), kept by forward
         W_delta = _backward_loop(delta, dh, W)  # the same steps, compiled
+    elif use_numba_blas(BACKEND, N * H * H, NUMBA_BLAS_MAX_WORK):
+        delta = derivatives(cache)
+        W_delta = _backward_blas(delta, dh, np.ascontiguousarray(W))  # compiled, products by BLAS
     else:
         delta = np.empty_like(dh_dE)  # filled step by step; the cache's f'(E_t) is only read
         dL_dh = np.empty((N, H), dtype=x.dtype)
@@ -229,6 +240,18 @@ if numba is not None:
                     d = delta[t, n, i]
                     for j in range(H):
                         W_delta[n, j] += d * W[i, j]
+        return W_delta
+
+    @numba.njit(cache=True)
+    def _backward_blas(delta, dh, W):
+        """As _backward_loop, each step's product by BLAS; W C-contiguous."""
+        T, N, H = delta.shape
+        W_delta = np.zeros((N, H), dtype=delta.dtype)  # W^T delta_{T+1} = 0
+        for t in range(T - 1, -1, -1):
+            for n in range(N):
+                for i in range(H):
+                    delta[t, n, i] *= dh[t, n, i] + W_delta[n, i]  # delta_t = diag(f'(E_t)) (g_t + W^T delta_{t+1})
+            np.dot(delta[t], W, W_delta)  # W^T delta_t, rows as batch
         return W_delta
 
 

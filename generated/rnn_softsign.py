@@ -32,19 +32,24 @@ so V x_t is computed as x[t] @ V.T. float32 and float64 are kept as given.
 import numpy as np
 
 from generated._support import (Cache, Grads, blas_threads, check_backward, check_forward, check_kept,
-                                check_products_bytes, check_span, check_time, numba, read_only, use_numba)
+                                check_products_bytes, check_span, check_time, numba, read_only, use_numba,
+                                use_numba_blas)
 
 NAME = 'softsign'
 # the digest of the support modules' code and of this template's (codegen.render.format_fingerprint):
 # generated.load refuses a user module that records another
-FORMAT = 'd12ba3dc41435df0969e70b0f6d3724e6e781a27458f59df5b9c8f35ee6a95fa'
+FORMAT = '04108dd7878e03ee162b824c05768cdb227fbe91f9b7d2faeba76ea82bb02b54'
 EXPRESSION = 'x/(abs(x) + 1)'  # f(x)
 DERIVATIVE = '(x - 1)**(-2) if x <= 0 else (x + 1)**(-2)'  # f'(x)
 DERIVATIVE_FROM_OUTPUT = '(h + 1)**2 if h <= 0 else (h - 1)**2'  # f' in terms of h = f(x), when the backward pass uses it
 USES_OUTPUT = True
 GAMMA = 1.0  # sup |f'| (exact)
-BACKEND = "auto"  # "auto": compiled loops (Numba) for small N*H*H when installed; or force "numpy" / "numba"
+# "auto": compiled loops (Numba) for small N*H*H when installed, then compiled loops calling BLAS for each step's
+# product (Numba and SciPy installed) up to NUMBA_BLAS_MAX_WORK, then NumPy; or force "numpy", "numba" or "numba_blas".
+# "numba_blas" compiles both passes here: f is arithmetic, comparisons and selections, which Numba vectorises.
+BACKEND = "auto"
 NUMBA_MAX_WORK = 8192  # N*H*H at or below which the compiled loop beats NumPy's per-step calls
+NUMBA_BLAS_MAX_WORK = 1048576  # N*H*H at or below which the loop calling BLAS beats NumPy's loop
 JACOBIAN_MAX_BYTES = 2**30  # jacobian_products refuses to allocate more (1 GiB) unless given max_bytes=
 KINKS = ()  # where f' jumps: finite differences must stay clear
 
@@ -61,7 +66,10 @@ def activation(E, out=None):
 
 
 def activation_derivative(h, out=None):
-    """f'(E_t) from the output h_t = f(E_t), as in DERIVATIVE_FROM_OUTPUT, elementwise; into ``out`` when given (it may be h itself)."""
+    """f'(E_t) from the output h_t = f(E_t), as in DERIVATIVE_FROM_OUTPUT, elementwise.
+
+    Into ``out`` when given (it may be h itself); else into a new array.
+    """
     d = np.empty_like(h, dtype=np.result_type(h, 0.0)) if out is None or np.may_share_memory(out, h) else out
     np.abs(h, out=d)
     np.add(d, -1, out=d)
@@ -104,6 +112,9 @@ def forward(x, h0, V, W, b, for_backward=True):
     if use_numba(BACKEND, N * H * H, NUMBA_MAX_WORK):
         _forward_loop(E, h, h0, W)  # the same steps, compiled
         return read_only(h), Cache(x, h0, V, W, b, h, None)
+    if use_numba_blas(BACKEND, N * H * H, NUMBA_BLAS_MAX_WORK):
+        _forward_blas(E, h, np.ascontiguousarray(h0), np.ascontiguousarray(W))  # compiled, products by BLAS
+        return read_only(h), Cache(x, h0, V, W, b, h, None)
     W_h = np.empty((N, H), dtype=x.dtype)
     # scratch for the values inside f, one ufunc a line
     _s0 = np.empty_like(W_h)
@@ -133,6 +144,8 @@ def backward(dh, cache):
     delta = derivatives(cache)  # dh_t/dE_t = diag(f'(E_t)), from h_t
     if use_numba(BACKEND, N * H * H, NUMBA_MAX_WORK):
         W_delta = _backward_loop(delta, dh, W)  # the same steps, compiled
+    elif use_numba_blas(BACKEND, N * H * H, NUMBA_BLAS_MAX_WORK):
+        W_delta = _backward_blas(delta, dh, np.ascontiguousarray(W))  # compiled, products by BLAS
     else:
         dL_dh = np.empty((N, H), dtype=x.dtype)
         W_delta = np.zeros((N, H), dtype=x.dtype)  # W^T delta_{T+1} = 0
@@ -184,6 +197,33 @@ if numba is not None:
                     d = delta[t, n, i]
                     for j in range(H):
                         W_delta[n, j] += d * W[i, j]
+        return W_delta
+
+    @numba.njit(cache=True)
+    def _forward_blas(E, h, h0, W):
+        """As _forward_loop, each step's product by BLAS; h0 and W C-contiguous."""
+        T, N, H = E.shape
+        W_h = np.empty((N, H), dtype=E.dtype)
+        W_T = W.T
+        for t in range(T):
+            h_prev = h0 if t == 0 else h[t - 1]
+            np.dot(h_prev, W_T, W_h)  # W h_{t-1}, rows as batch
+            for n in range(N):
+                for i in range(H):
+                    acc = E[t, n, i] + W_h[n, i]  # E_t = V x_t + W h_{t-1} + b_h
+                    E[t, n, i] = acc
+                    h[t, n, i] = _activation_scalar(acc)  # h_t = f(E_t)
+
+    @numba.njit(cache=True)
+    def _backward_blas(delta, dh, W):
+        """As _backward_loop, each step's product by BLAS; W C-contiguous."""
+        T, N, H = delta.shape
+        W_delta = np.zeros((N, H), dtype=delta.dtype)  # W^T delta_{T+1} = 0
+        for t in range(T - 1, -1, -1):
+            for n in range(N):
+                for i in range(H):
+                    delta[t, n, i] *= dh[t, n, i] + W_delta[n, i]  # delta_t = diag(f'(E_t)) (g_t + W^T delta_{t+1})
+            np.dot(delta[t], W, W_delta)  # W^T delta_t, rows as batch
         return W_delta
 
 

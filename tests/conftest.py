@@ -14,6 +14,7 @@ settings.register_profile("explore", derandomize=False)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "replay"))
 
 import generated
+import generated._support
 
 
 @pytest.fixture(params=generated.ACTIVATIONS)
@@ -22,19 +23,23 @@ def module(request):
     return generated.load(request.param)
 
 
-TARGETS = ("numpy", "numba")
+TARGETS = ("numpy", "numba", "numba_blas")
 
 
 @pytest.fixture(params=[(name, target) for name in generated.ACTIVATIONS for target in TARGETS],
                 ids=lambda p: f"{p[0]}-{p[1]}")
 def kernel(request):
-    """Each generated module with each target forced (ids ``tanh-numpy``, ``tanh-numba``): the test runs that target
-    whatever its problem size, instead of the size-based dispatch (which sends the small problems of tests to Numba
-    where it is installed). The Numba target is skipped, saying so, where Numba is not installed."""
+    """Each generated module with each target forced (ids ``tanh-numpy``, ``tanh-numba``, ``tanh-numba_blas``): the
+    test runs that target whatever its problem size, instead of the size-based dispatch (which sends the small
+    problems of tests to Numba where it is installed). The compiled targets are skipped, saying so, where Numba (and
+    for numba_blas SciPy) is not installed. numba_blas compiles the backward pass of every activation and the forward
+    pass where ``_forward_blas`` exists (f vectorises); elsewhere its forward is NumPy's."""
     name, target = request.param
     module = generated.load(name)
     if target == "numba" and module.numba is None:
         pytest.skip("Numba (the fast extra) is not installed: the compiled target is not tested")
+    if target == "numba_blas" and not generated._support.NUMBA_BLAS:
+        pytest.skip("Numba and SciPy (the fast extra) are not both installed: the compiled BLAS target is not tested")
     saved = module.BACKEND
     module.BACKEND = target
     yield module
