@@ -240,8 +240,8 @@ def _allocate(ops, finals, fresh, inputs, prefix):
             end = last_use.get(v, i)
             candidates = [home[a] for a in dying if home[a] not in holds and not home[a] in written_at]
             candidates += [s for s in scratch if s not in holds]
-            candidates += [o for o in fresh if o in written_at and o not in holds and written_at[o] >= end
-                           and written_at[o] > i]
+            candidates += [o for _, o in finals if o in fresh and o not in holds and written_at[o] >= end
+                           and written_at[o] > i]  # in the results' order: the same text on every run
             if candidates:
                 name = candidates[0]
             else:
