@@ -72,9 +72,12 @@ def load(name):
         module = f"cell_{name}"
     else:
         raise _unknown(name)
-    if not _here(module):  # listed when this package was imported, removed since (`remove` in a checkout)
-        raise _unknown(name)
-    return importlib.import_module(f"{__name__}.{module}")
+    try:  # no look at the folder first: a kernel call under torch.compile loads its module each time
+        return importlib.import_module(f"{__name__}.{module}")
+    except ModuleNotFoundError as error:  # listed when this package was imported, removed since (`remove`)
+        if error.name != f"{__name__}.{module}":
+            raise
+        raise _unknown(name) from None
 
 
 __all__ = ["ACTIVATIONS", "CELLS", "FORMAT", "Cache", "Grads", "StaleModuleError", "load"]

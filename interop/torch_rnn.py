@@ -71,6 +71,13 @@ def _refuse_double_backward(backward):
     return wrapper
 
 
+@torch.compiler.disable
+def _eagerly(kernel, *args, **kwargs):
+    """``kernel(*args, **kwargs)`` outside torch.compile's tracing (a graph break there; as called elsewhere):
+    Dynamo would otherwise trace the NumPy kernels into torch operations and cannot trace Numba's compiled loops."""
+    return kernel(*args, **kwargs)
+
+
 class RNNFunction(torch.autograd.Function):
     """h = RNN(x, h0, V, W, b) with the generated forward, and the generated BPTT as its backward.
 
@@ -99,7 +106,7 @@ class RNNFunction(torch.autograd.Function):
                           f"are copied back", DeviceCopyWarning, stacklevel=2)
         if for_backward is None:
             for_backward = any(ctx.needs_input_grad[:5])
-        h, cache = module.forward(*(_host(t) for t in tensors), for_backward=bool(for_backward))
+        h, cache = _eagerly(module.forward, *(_host(t) for t in tensors), for_backward=bool(for_backward))
         out = torch.from_numpy(cache.h).to(device)  # h is its read-only view; autograd guards the tensor
         # f'(E_t) is private to this Function (nothing else can change it), but saving it lets saved-tensor hooks
         # (torch.autograd.graph.saved_tensors_hooks, save_on_cpu) see everything backward keeps alive
@@ -114,7 +121,7 @@ class RNNFunction(torch.autograd.Function):
         saved = ctx.saved_tensors  # raises if any of them was changed in place since forward
         device = saved[0].device
         cache = Cache(*(None if t is None else _host(t) for t in saved))
-        grads = ctx.module.backward(np.ascontiguousarray(_host(grad_h)), cache)
+        grads = _eagerly(ctx.module.backward, np.ascontiguousarray(_host(grad_h)), cache)
         return (*(torch.from_numpy(np.ascontiguousarray(g)).to(device) for g in grads), None, None)
 
 
@@ -198,7 +205,7 @@ class CellFunction(torch.autograd.Function):
             warnings.warn(f"the tensors are on {device}: the NumPy kernels run on host copies, and the results "
                           f"are copied back (the modules use interop.torch_device.DeviceCellFunction there)",
                           DeviceCopyWarning, stacklevel=2)
-        out, cache = module.forward(*(_host(t) for t in tensors))
+        out, cache = _eagerly(module.forward, *(_host(t) for t in tensors))
         out_tensor = torch.from_numpy(getattr(cache, module.OUTPUT)).to(device)  # out is its read-only view
         others = [s for s in module.STATES if s != module.OUTPUT]
         finals = [torch.from_numpy(np.ascontiguousarray(getattr(cache, s)[-1])).to(device) for s in others]
@@ -215,7 +222,7 @@ class CellFunction(torch.autograd.Function):
         device = saved[0].device
         cache = ctx.module.Cache(*(_host(t) for t in saved))
         dfinal = {s: np.ascontiguousarray(_host(d)) for s, d in zip(ctx.others, d_finals)}
-        grads = ctx.module.backward(np.ascontiguousarray(_host(d_out)), cache, dfinal or None)
+        grads = _eagerly(ctx.module.backward, np.ascontiguousarray(_host(d_out)), cache, dfinal or None)
         return (None, *(torch.from_numpy(np.ascontiguousarray(g)).to(device) for g in grads))
 
 
