@@ -84,8 +84,9 @@ class RNNFunction(torch.autograd.Function):
     x (T, N, D), h0 (N, H), V (H, D), W (H, H), b (H,) -> h (T, N, H), all float32 or all float64.
     The kernels run on the tensors' own memory, and backward reads the inputs, the output h and (when f' is not a
     function of h) f'(E_t), which the forward step computes. Every one of them goes through
-    ``ctx.save_for_backward``, and backward rebuilds the kernel cache from ``ctx.saved_tensors``: an in-place change of any of them between forward and
-    backward (``out.mul_(2)``, ``relu(out, inplace=True)``, a weight changed under ``no_grad``) raises autograd's
+    ``ctx.save_for_backward``, and backward rebuilds the kernel cache from ``ctx.saved_tensors``: an in-place change
+    of any of them between forward and backward (``out.mul_(2)``, ``relu(out, inplace=True)``, a weight changed
+    under ``no_grad``) raises autograd's
     "modified by an inplace operation" error instead of silently changing the gradients.
     The backward is the derived BPTT, not itself differentiable: differentiating its gradients (after
     ``create_graph=True``) raises a RuntimeError saying so.

@@ -57,5 +57,6 @@ def test_auto_dispatch_picks_by_size(monkeypatch):
 
 def test_unknown_backend_is_refused(backend):
     backend.BACKEND = "fortran"
-    with pytest.raises(ValueError, match="BACKEND must be one of 'auto', 'numpy', 'numba', 'numba_blas', got 'fortran'"):
+    refusal = "BACKEND must be one of 'auto', 'numpy', 'numba', 'numba_blas', got 'fortran'"
+    with pytest.raises(ValueError, match=refusal):
         backend.forward(*rnn_inputs(2, 1, 2, 3))
