@@ -46,11 +46,14 @@ LATEX_ENV = jinja2.Environment(
     variable_end_string=")))", comment_start_string="((#", comment_end_string="#))",
 )
 NUMBA_MAX_WORK = 8192  # N*H*H; measured crossover of the compiled and NumPy loops (see README, Performance)
-# N*H*H up to which the compiled loop calling BLAS for each step's product beats NumPy's loop (its per-step calls):
-# measured forward (relu) and backward alone at OPENBLAS_NUM_THREADS=1, NumPy loop / compiled, ms: (100, 16, 64)
-# float32 0.40 / 0.13 and 0.36 / 0.15, float64 0.57 / 0.28 and 0.52 / 0.29; (100, 32, 128) float32 1.52 / 1.13 and
-# 1.36 / 1.10, float64 2.93 / 2.20 and 2.76 / 2.47; (100, 64, 512) (N*H*H = 2^24) backward 42.0 / 44.0, 81.6 / 78.4
-NUMBA_BLAS_MAX_WORK = 2**20
+# N*H*H up to which the compiled loop calling BLAS for each step's product runs: where OpenBLAS computes such a
+# product on one thread by its own rule (M*N*K <= 4 * 65536, GEMM_MULTITHREAD_THRESHOLD), so that SciPy's BLAS, a
+# second OpenBLAS beside NumPy's, never wakes its threads. Above it the two libraries' thread pools took turns on
+# the 2 cores and spun against each other: leaky_relu at (100, 32, 128) float32 ran 9x slower in `python -m bench`
+# (forward 7.0 / backward 9.1 ms against NumPy's 4.6 / 5.7 in one process; with OPENBLAS_NUM_THREADS=1 2.6 / 4.2
+# against 3.1 / 4.4). Below it, forward (relu) and backward alone, NumPy loop / compiled, ms, one thread:
+# (100, 16, 64) float32 0.40 / 0.13 and 0.36 / 0.15, float64 0.57 / 0.28 and 0.52 / 0.29
+NUMBA_BLAS_MAX_WORK = 2**18
 JACOBIAN_MAX_BYTES = "2**30"  # 1 GiB: the default limit of jacobian_products
 WIDE = 62  # characters of typeset math past which an expression is referred to, not written out in a display
 

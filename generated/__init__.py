@@ -46,7 +46,7 @@ CELLS = (
 # that every module here was generated from (codegen.render.format_fingerprint). A user module in the per-user data
 # folder records its own; one that records another, or none, came from another release of the engine and is
 # refused by load(), since it may import support names that no longer exist or do something else now.
-FORMAT = '04108dd7878e03ee162b824c05768cdb227fbe91f9b7d2faeba76ea82bb02b54'
+FORMAT = 'e437bac511e944984cf4ad033b303ba245997372d8dfb865aa1984fb42d6f4dc'
 
 
 class StaleModuleError(ImportError):

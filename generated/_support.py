@@ -117,8 +117,8 @@ def use_numba(backend, work, limit):
 def use_numba_blas(backend, work, limit):
     """Whether a kernel runs its compiled loop that calls BLAS for each step's product (Numba's np.dot, through
     SciPy's BLAS): "numba_blas" forces it; "auto" picks it when Numba and SciPy are installed and N*H*H is at most
-    ``limit`` (asked after ``use_numba``: between the two limits). Above it the products dominate and NumPy's loop
-    is as fast."""
+    ``limit`` (asked after ``use_numba``: between the two limits). Above it OpenBLAS would compute a step's product
+    on several threads, a second thread pool (SciPy's) beside NumPy's: the two spun against each other (measured)."""
     if backend == "numba_blas" and not NUMBA_BLAS:
         raise ImportError("BACKEND = 'numba_blas' needs Numba and SciPy: pip install numba scipy")
     return NUMBA_BLAS and (backend == "numba_blas" or (backend == "auto" and work <= limit))

@@ -41,7 +41,7 @@ if numba is not None:
 NAME = 'sigmoid'
 # the digest of the support modules' code and of this template's (codegen.render.format_fingerprint):
 # generated.load refuses a user module that records another
-FORMAT = '04108dd7878e03ee162b824c05768cdb227fbe91f9b7d2faeba76ea82bb02b54'
+FORMAT = 'e437bac511e944984cf4ad033b303ba245997372d8dfb865aa1984fb42d6f4dc'
 EXPRESSION = 'sigmoid(x)'  # f(x)
 DERIVATIVE = '(1 - sigmoid(x))*sigmoid(x)'  # f'(x)
 DERIVATIVE_FROM_OUTPUT = 'h*(1 - h)'  # f' in terms of h = f(x), when the backward pass uses it
@@ -52,7 +52,7 @@ GAMMA = 0.25  # sup |f'| (exact)
 # "numba_blas" compiles the backward pass only: f calls the math library, which Numba calls one value at a time.
 BACKEND = "auto"
 NUMBA_MAX_WORK = 8192  # N*H*H at or below which the compiled loop beats NumPy's per-step calls
-NUMBA_BLAS_MAX_WORK = 1048576  # N*H*H at or below which the loop calling BLAS beats NumPy's loop
+NUMBA_BLAS_MAX_WORK = 262144  # N*H*H up to which that loop runs: its products on one BLAS thread
 JACOBIAN_MAX_BYTES = 2**30  # jacobian_products refuses to allocate more (1 GiB) unless given max_bytes=
 KINKS = ()  # where f' jumps: finite differences must stay clear
 

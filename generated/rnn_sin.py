@@ -38,7 +38,7 @@ from generated._support import (Cache, Grads, blas_threads, check_backward, chec
 NAME = 'sin'
 # the digest of the support modules' code and of this template's (codegen.render.format_fingerprint):
 # generated.load refuses a user module that records another
-FORMAT = '04108dd7878e03ee162b824c05768cdb227fbe91f9b7d2faeba76ea82bb02b54'
+FORMAT = 'e437bac511e944984cf4ad033b303ba245997372d8dfb865aa1984fb42d6f4dc'
 EXPRESSION = 'sin(x)'  # f(x)
 DERIVATIVE = 'cos(x)'  # f'(x)
 DERIVATIVE_FROM_OUTPUT = None  # f' in terms of h = f(x), when the backward pass uses it
@@ -49,7 +49,7 @@ GAMMA = 1.0  # sup |f'| (exact)
 # "numba_blas" compiles the backward pass only: f calls the math library, which Numba calls one value at a time.
 BACKEND = "auto"
 NUMBA_MAX_WORK = 8192  # N*H*H at or below which the compiled loop beats NumPy's per-step calls
-NUMBA_BLAS_MAX_WORK = 1048576  # N*H*H at or below which the loop calling BLAS beats NumPy's loop
+NUMBA_BLAS_MAX_WORK = 262144  # N*H*H up to which that loop runs: its products on one BLAS thread
 JACOBIAN_MAX_BYTES = 2**30  # jacobian_products refuses to allocate more (1 GiB) unless given max_bytes=
 KINKS = ()  # where f' jumps: finite differences must stay clear
 
