@@ -222,8 +222,9 @@ def _allocate(ops, finals, fresh, inputs, prefix):
     pinned = dict(finals)  # value -> its result array
     written_at = {out: index[v] for v, out in finals}
     last_input_read = max((i for i, op in enumerate(ops) for a in op.operands if a in inputs), default=-1)
-    for out, at in written_at.items():
-        assert out in fresh or at >= last_input_read, f"{out} is written before the last read of the inputs"
+    for out, at in written_at.items():  # a RuntimeError, not an assert: -O must not print an aliasing kernel
+        if out not in fresh and at < last_input_read:
+            raise RuntimeError(f"{out} would be written before the last read of the inputs")
     home = {}  # value -> array name
     holds = {}  # array name -> the value it holds now
     scratch = []
@@ -247,7 +248,8 @@ def _allocate(ops, finals, fresh, inputs, prefix):
             else:
                 name = f"{prefix}{len(scratch)}"
                 scratch.append(name)
-        assert name not in holds, (name, op)
+        if name in holds:
+            raise RuntimeError(f"{name} still holds a value needed later: {op}")
         if name in written_at and v not in pinned:
             borrowed.add(name)
         holds[name] = v

@@ -119,7 +119,7 @@ class RnnPrinter:
     def activation(self):
         """The body of ``activation(E, out=None)`` (out may be E itself)."""
         program = array_program([(self._in(self.k.f, self.k.f_arg, "E"), "out")], {"E"})
-        return (["if out is None:", "    out = np.empty_like(E, dtype=np.result_type(E, 0.0))"]
+        return (["E = np.asarray(E)", "if out is None:", "    out = np.empty_like(E, dtype=np.result_type(E, 0.0))"]
                 + self.scratch(program, "out") + program.lines + ["return out"])
 
     def activation_derivative(self):
@@ -127,9 +127,11 @@ class RnnPrinter:
         u = self.k.df_arg.name if self.k.keep == "h" else "E"
         program = array_program([(self._in(self.k.df, self.k.df_arg, u), "d")], {u}, fresh={"d"})
         new = f"np.empty_like({u}, dtype=np.result_type({u}, 0.0))"
+        first = [f"{u} = np.asarray({u})"]
         if not program.borrowed:  # d is written once, by the last line: it may be u
-            return [f"d = {new} if out is None else out"] + self.scratch(program, "d") + program.lines + ["return d"]
-        return ([f"d = {new} if out is None or np.may_share_memory(out, {u}) else out"]
+            return first + [f"d = {new} if out is None else out"] + self.scratch(program, "d") + program.lines + [
+                "return d"]
+        return (first + [f"d = {new} if out is None or np.may_share_memory(out, {u}) else out"]
                 + self.scratch(program, "d") + program.lines
                 + ["if out is not None and out is not d:  # out overlaps the argument: d was computed apart",
                    "    out[...] = d",
@@ -165,7 +167,8 @@ class RnnPrinter:
                       f"    return {self.returned('h')}, {cache}"]
         lines += [f"{k.step_product.target} = np.empty((N, H), dtype=x.dtype)"]
         if scratch.scratch:
-            lines += [f"# scratch for the values inside f{' and f' if fused else ''}, one ufunc a line"]
+            inside = "f and f'" if fused else "f"
+            lines += [f"# scratch for the values inside {inside}, one ufunc a line"]
             lines += self.scratch(scratch, "W_h")
         lines += ["W_T, h_prev = W.T, h0",
                   "for E_t, h_t in zip(E, h):  # views of step t (the same array when E is h)",
@@ -195,7 +198,7 @@ class RnnPrinter:
         """The body of ``activation_and_derivative(E, h=None, d=None)``: f and f' in one pass (their shared
         subexpressions once) when f' is kept; else h = f(E), then f' from h."""
         k = self.k
-        lines = ["h = np.empty_like(E, dtype=np.result_type(E, 0.0)) if h is None else h",
+        lines = ["E = np.asarray(E)", "h = np.empty_like(E, dtype=np.result_type(E, 0.0)) if h is None else h",
                  "d = np.empty_like(h) if d is None else d"]
         if k.fused_derivative is None:
             return lines + ["activation(E, out=h)", "activation_derivative(h, out=d)", "return h, d"]

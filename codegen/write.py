@@ -31,6 +31,7 @@ import os
 import re
 import secrets
 import stat
+import sys
 import threading
 from contextlib import contextmanager
 from pathlib import Path
@@ -157,6 +158,16 @@ def _drop_compiled(path):
             raise WriteError(f"cannot delete {name}, compiled from the replaced {path}: {e.strerror}") from None
 
 
+def _forget_imported(path):
+    """Drop from sys.modules every module imported from the deleted file ``path``: `remove` in this process, then
+    ``generated.load`` of the name, imports afresh and finds it gone (it no longer looks at the folder each call)."""
+    target = os.path.abspath(path)
+    for name, module in list(sys.modules.items()):
+        file = getattr(module, "__file__", None)
+        if file and os.path.abspath(file) == target:
+            del sys.modules[name]
+
+
 def _distinct_stamp(temp, target):
     """Give the staged ``temp`` another modification second than ``target`` (which it replaces) when both have
     the same size and second: then even bytecode that a process compiles from the old text while this write runs,
@@ -276,6 +287,7 @@ def write_tree(files, root, pattern=STALE, extra=None):
         for path in stale:
             path.unlink(missing_ok=True)
             _drop_compiled(path)
+            _forget_imported(path)
             _checkpoint(f"deleted {_rel(path, root)}")
         for directory in {t.parent for _, t in staged} | {p.parent for p in stale}:
             _sync_dir(directory)

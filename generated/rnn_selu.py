@@ -58,6 +58,7 @@ KINKS = (0.0,)  # where f' jumps: finite differences must stay clear
 
 def activation(E, out=None):
     """h = f(E), elementwise (f as in EXPRESSION); into ``out`` when given (it may be E itself)."""
+    E = np.asarray(E)
     if out is None:
         out = np.empty_like(E, dtype=np.result_type(E, 0.0))
     _s0 = np.empty_like(out)
@@ -76,6 +77,7 @@ def activation_derivative(h, out=None):
 
     Into ``out`` when given (it may be h itself); else into a new array.
     """
+    h = np.asarray(h)
     d = np.empty_like(h, dtype=np.result_type(h, 0.0)) if out is None or np.may_share_memory(out, h) else out
     _s0 = np.empty_like(d)
     _s1 = np.empty_like(d)
@@ -97,6 +99,7 @@ def activation_and_derivative(E, h=None, d=None):
 
     Into ``h`` and ``d`` when given: ``d`` may be E itself (it is written last), ``h`` may not. Returns (h, d).
     """
+    E = np.asarray(E)
     h = np.empty_like(E, dtype=np.result_type(E, 0.0)) if h is None else h
     d = np.empty_like(h) if d is None else d
     activation(E, out=h)

@@ -59,6 +59,7 @@ KINKS = ()  # where f' jumps: finite differences must stay clear
 
 def activation(E, out=None):
     """h = f(E), elementwise (f as in EXPRESSION); into ``out`` when given (it may be E itself)."""
+    E = np.asarray(E)
     if out is None:
         out = np.empty_like(E, dtype=np.result_type(E, 0.0))
     _s0 = np.empty_like(out)
@@ -72,6 +73,7 @@ def activation_derivative(E, out=None):
 
     Into ``out`` when given (it may be E itself); else into a new array.
     """
+    E = np.asarray(E)
     d = np.empty_like(E, dtype=np.result_type(E, 0.0)) if out is None or np.may_share_memory(out, E) else out
     _s0 = np.empty_like(d)
     np.negative(E, out=d)
@@ -91,6 +93,7 @@ def activation_and_derivative(E, h=None, d=None):
 
     Into ``h`` and ``d`` when given: ``d`` may be E itself (it is written last), ``h`` may not. Returns (h, d).
     """
+    E = np.asarray(E)
     h = np.empty_like(E, dtype=np.result_type(E, 0.0)) if h is None else h
     d = np.empty_like(h) if d is None else d
     _s0 = np.empty_like(h)
@@ -139,7 +142,7 @@ def forward(x, h0, V, W, b, for_backward=True):
             activation_derivative(E, out=E)  # dh_t/dE_t = diag(f'(E_t)) for all t at once, over E_t
         return read_only(h), Cache(x, h0, V, W, b, h, E if for_backward else None)
     W_h = np.empty((N, H), dtype=x.dtype)
-    # scratch for the values inside f and f, one ufunc a line
+    # scratch for the values inside f and f', one ufunc a line
     _s0 = np.empty_like(W_h)
     _s1 = np.empty_like(W_h)
     _s2 = np.empty_like(W_h)

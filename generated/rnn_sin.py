@@ -56,6 +56,7 @@ KINKS = ()  # where f' jumps: finite differences must stay clear
 
 def activation(E, out=None):
     """h = f(E), elementwise (f as in EXPRESSION); into ``out`` when given (it may be E itself)."""
+    E = np.asarray(E)
     if out is None:
         out = np.empty_like(E, dtype=np.result_type(E, 0.0))
     np.sin(E, out=out)
@@ -67,6 +68,7 @@ def activation_derivative(E, out=None):
 
     Into ``out`` when given (it may be E itself); else into a new array.
     """
+    E = np.asarray(E)
     d = np.empty_like(E, dtype=np.result_type(E, 0.0)) if out is None else out
     np.cos(E, out=d)
     return d
@@ -77,6 +79,7 @@ def activation_and_derivative(E, h=None, d=None):
 
     Into ``h`` and ``d`` when given: ``d`` may be E itself (it is written last), ``h`` may not. Returns (h, d).
     """
+    E = np.asarray(E)
     h = np.empty_like(E, dtype=np.result_type(E, 0.0)) if h is None else h
     d = np.empty_like(h) if d is None else d
     np.sin(E, out=h)

@@ -240,4 +240,4 @@ def test_torch_compile_traces_the_module():
         warnings.simplefilter("always")
         out = compiled(x)[0]
     torch.testing.assert_close(out, m(x)[0], rtol=0, atol=0)
-    assert not [str(w.message)[:200] for w in caught]
+    assert not [str(w.message)[:200] for w in caught if "posix.stat" in str(w.message) or "Dynamo" in str(w.message)]

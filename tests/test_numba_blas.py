@@ -48,11 +48,11 @@ def test_the_compiled_blas_loops_give_the_numpy_loops_results(name):
 @pytest.mark.parametrize("name, forward_compiled", [("relu", True), ("softsign", True), ("tanh", False),
                                                      ("gelu", False)])
 def test_auto_takes_the_blas_loops_between_the_two_limits(name, forward_compiled, monkeypatch):
-    """N*H*H = 4 * 64 * 64 = 16384 lies between NUMBA_MAX_WORK and NUMBA_BLAS_MAX_WORK: "auto" runs _backward_blas,
-    and _forward_blas where f vectorises (relu, softsign; tanh and gelu call the math library: NumPy's forward);
-    at N*H*H = 1 * 1040 * 1040 > 2^20 neither runs."""
+    """N*H*H = 4 * 256 * 256 = 2^18 is NUMBA_BLAS_MAX_WORK itself: "auto" runs _backward_blas, and _forward_blas
+    where f vectorises (relu, softsign; tanh and gelu call the math library: NumPy's forward); one row more,
+    5 * 256 * 256, is past it and neither runs."""
     module = generated.load(name)
-    assert module.NUMBA_MAX_WORK < 4 * 64 * 64 <= module.NUMBA_BLAS_MAX_WORK < 1040 * 1040
+    assert module.NUMBA_MAX_WORK < 4 * 256 * 256 == module.NUMBA_BLAS_MAX_WORK
     assert hasattr(module, "_forward_blas") == (name in VECTORISED) == forward_compiled
     calls = []
     for fn in ("_forward_blas", "_backward_blas"):
@@ -60,15 +60,12 @@ def test_auto_takes_the_blas_loops_between_the_two_limits(name, forward_compiled
             original = getattr(module, fn)
             monkeypatch.setattr(module, fn, lambda *a, _f=original, _n=fn: calls.append(_n) or _f(*a))
     monkeypatch.setattr(module, "BACKEND", "auto")
-    x, h0, V, W, b = rnn_inputs(3, 4, 5, 64, seed=1)
-    h, cache = module.forward(x, h0, V, W, b)
-    module.backward(np.ones_like(h), cache)
-    assert calls == (["_forward_blas"] if forward_compiled else []) + ["_backward_blas"]
-    calls.clear()
-    x, h0, V, W, b = rnn_inputs(1, 1, 2, 1040, seed=1)
-    h, cache = module.forward(x, h0, V, W, b)
-    module.backward(np.ones_like(h), cache)
-    assert calls == []
+    for N, expected in ((4, (["_forward_blas"] if forward_compiled else []) + ["_backward_blas"]), (5, [])):
+        calls.clear()
+        x, h0, V, W, b = rnn_inputs(2, N, 3, 256, seed=1)
+        h, cache = module.forward(x, h0, V, W, b)
+        module.backward(np.ones_like(h), cache)
+        assert calls == expected, N
 
 
 def test_numba_blas_without_scipy_says_what_to_install(monkeypatch):

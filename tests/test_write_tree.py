@@ -441,3 +441,23 @@ def test_a_staged_module_never_shares_the_size_and_second_of_the_file_it_replace
     _same_stamp(new, old.stat().st_mtime_ns)
     write._distinct_stamp(new, old)
     assert int(new.stat().st_mtime) == int(old.stat().st_mtime) - 1
+
+
+def test_a_removed_module_is_forgotten_by_this_process(tmp_path):
+    """A module deleted by write_tree leaves sys.modules too: `remove` then generated.load of the name in the same
+    process imports afresh and finds it gone (load no longer looks at the folder on every call)."""
+    import importlib.util
+    import sys
+
+    root = tmp_path / "gen"
+    write_tree({"rnn_gone.py": "VALUE = 1\n", "rnn_kept.py": "VALUE = 2\n"}, root, pattern=None)
+    for stem in ("rnn_gone", "rnn_kept"):
+        spec = importlib.util.spec_from_file_location(f"forget_test.{stem}", root / f"{stem}.py")
+        sys.modules[spec.name] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sys.modules[spec.name])
+    try:
+        write_tree({"rnn_kept.py": "VALUE = 2\n"}, root, pattern=("rnn_*.py",))
+        assert "forget_test.rnn_gone" not in sys.modules and "forget_test.rnn_kept" in sys.modules
+    finally:
+        sys.modules.pop("forget_test.rnn_gone", None)
+        sys.modules.pop("forget_test.rnn_kept", None)
