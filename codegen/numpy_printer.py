@@ -12,6 +12,7 @@ Overrides of SymPy's NumPyPrinter, each for one reason:
 - ``Float`` as the shortest literal that round-trips, ``x**-1`` as a division, ``Abs`` as ``np.abs``.
 """
 import sympy as sp
+from sympy.codegen.cfunctions import expm1, log1p
 from sympy.printing.numpy import NumPyPrinter
 
 from codegen.passes import indicator, ndtr, prepare, prepare_scalar, share_saturated, shared_sigmoids
@@ -20,8 +21,11 @@ from derive.functions import sigmoid, softplus
 MAX_PRODUCT_POWER = 8  # u**n with 3 <= |n| <= 8 is printed as a product (rounding: n - 1 products, each 1/2 ulp)
 # SymPy function -> the name generated/_support.py gives its stable array version
 SUPPORT = {sp.erf: "erf", sp.erfc: "erfc", ndtr: "ndtr", sigmoid: "sigmoid"}
-# ... and its scalar version for the compiled loops, when it is not the math module's
-SCALAR_SUPPORT = {sigmoid: "sigmoid_scalar", softplus: "softplus_scalar", ndtr: "ndtr_scalar"}
+# ... and its scalar version for the compiled loops, when it is not the math module's: exp, expm1, log1p, tanh,
+# sigmoid and softplus written so that LLVM vectorises the loop around them (VECTOR_FUNCTIONS); ndtr calls math.erfc
+SCALAR_SUPPORT = {sigmoid: "sigmoid_scalar", softplus: "softplus_scalar", ndtr: "ndtr_scalar", sp.exp: "exp_scalar",
+                  expm1: "expm1_scalar", log1p: "log1p_scalar", sp.tanh: "tanh_scalar"}
+VECTOR_FUNCTIONS = (sp.Max, sp.Min, sp.Abs, sp.Piecewise, sp.exp, expm1, log1p, sp.tanh, sigmoid, softplus)
 MATH = {sp.erf: "math.erf", sp.erfc: "math.erfc"}
 
 
@@ -137,9 +141,15 @@ def elementwise_body(expr, arg, argname):
 
 def _body(printer, prepared):
     """CSE of ``prepared``, then each temporary and the result printed by ``printer``."""
-    replacements, (reduced,) = sp.cse([prepared], symbols=sp.numbered_symbols("_tmp"), order="canonical")
+    lines, (result,) = _bodies(printer, [prepared])
+    return lines, result
+
+
+def _bodies(printer, prepared):
+    """CSE over the expressions ``prepared`` together: (assignments, [each result]) printed by ``printer``."""
+    replacements, reduced = sp.cse(prepared, symbols=sp.numbered_symbols("_tmp"), order="canonical")
     lines = [f"{printer.doprint(sym)} = {printer.doprint(value)}" for sym, value in replacements]
-    return lines, printer.doprint(reduced)
+    return lines, [printer.doprint(r) for r in reduced]
 
 
 class ScalarKernelPrinter(KernelPrinter):
@@ -165,10 +175,16 @@ class ScalarKernelPrinter(KernelPrinter):
         return f"ndtr_scalar({self._print(expr.args[0])})"
 
     def _print_expm1(self, expr):
-        return f"math.expm1({self._print(expr.args[0])})"
+        return f"expm1_scalar({self._print(expr.args[0])})"
 
     def _print_log1p(self, expr):
-        return f"math.log1p({self._print(expr.args[0])})"
+        return f"log1p_scalar({self._print(expr.args[0])})"
+
+    def _print_exp(self, expr):
+        return f"exp_scalar({self._print(expr.args[0])})"
+
+    def _print_tanh(self, expr):
+        return f"tanh_scalar({self._print(expr.args[0])})"
 
     def _print_Abs(self, expr):
         return f"abs({self._print(expr.args[0])})"
@@ -185,6 +201,15 @@ def scalar_body(expr, arg, argname):
     return _body(ScalarKernelPrinter(), prepare_scalar(expr).subs(arg, sp.Symbol(argname, real=True)))
 
 
+def scalar_pair_body(f, df, arg, argname):
+    """f and f' (both in the symbol ``arg``) at one float in one body, their common subexpressions once (silu's
+    sigmoid, gelu's Phi): (assignments, f's result, f''s result)."""
+    symbol = sp.Symbol(argname, real=True)
+    lines, (f_result, df_result) = _bodies(ScalarKernelPrinter(), [prepare_scalar(e).subs(arg, symbol)
+                                                                   for e in (f, df)])
+    return lines, f_result, df_result
+
+
 def _functions(expr):
     return {type(a) for a in expr.atoms(sp.Function)}
 
@@ -195,10 +220,11 @@ def support_names(*exprs):
     return sorted(SUPPORT[f] for f in used if f in SUPPORT)
 
 
-def scalar_support(expr):
-    """(names ``scalar_body`` of ``expr`` imports from generated/_support.py, whether it uses the math module)."""
-    used = _functions(prepare_scalar(expr))
-    printed = ScalarKernelPrinter().doprint(prepare_scalar(expr))
+def scalar_support(*exprs):
+    """(names ``scalar_body`` of ``exprs`` imports from generated/_support.py, whether any uses the math module)."""
+    prepared = [prepare_scalar(e) for e in exprs]
+    used = set().union(*map(_functions, prepared))
+    printed = "".join(ScalarKernelPrinter().doprint(e) for e in prepared)
     return sorted(SCALAR_SUPPORT[f] for f in used if f in SCALAR_SUPPORT), "math." in printed
 
 
@@ -218,9 +244,10 @@ def returned(name):
 
 
 def vectorizes(expr):
-    """Whether ``expr``'s scalar form (``scalar_body``) is arithmetic, comparisons, selections, |u|, max and min
-    only, with integer powers: what LLVM turns into vector code inside a Numba loop. A call of the math library
-    (exp, tanh, erf, ...) is made one value at a time there (Numba's LLVM has no SVML here)."""
+    """Whether ``expr``'s scalar form (``scalar_body``) is arithmetic, comparisons, selections, |u|, max and min,
+    integer powers and the support module's exp, expm1, log1p, tanh, sigmoid and softplus only: what LLVM turns
+    into vector code inside a Numba loop. A call of the math library (erf, sin, a real power, ...) is made one value
+    at a time there (Numba's LLVM has no SVML here)."""
     prepared = prepare_scalar(expr)
-    return (all(isinstance(f, (sp.Max, sp.Min, sp.Abs, sp.Piecewise)) for f in prepared.atoms(sp.Function))
+    return (all(isinstance(f, VECTOR_FUNCTIONS) for f in prepared.atoms(sp.Function))
             and all(p.exp.is_Integer for p in prepared.atoms(sp.Pow)))

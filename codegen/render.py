@@ -150,7 +150,7 @@ def module_context(d):
     s = d.scalar
     code = RnnPrinter(lower_rnn(d)).sections()
     df_expr, df_arg = (s.df_h, "h") if d.uses_output else (s.df, "E")
-    scalar_imports, scalar_math = scalar_support(s.f)
+    scalar_imports, scalar_math = scalar_support(*([s.f, s.df] if code["activation_pair_scalar"] else [s.f]))
     names = {s.f: "f", s.df: "f'"}  # each formula is written out once, in the module docstring
     if s.gamma is None:
         gamma_value, gamma_note, gamma_text = "None", ": not found", "not found"

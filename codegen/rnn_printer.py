@@ -19,7 +19,7 @@ after codegen.passes' numerics passes.
 import sympy as sp
 
 from codegen.inplace_printer import array_program
-from codegen.numpy_printer import pair_prepared, returned, scalar_body, vectorizes
+from codegen.numpy_printer import pair_prepared, returned, scalar_body, scalar_pair_body, vectorizes
 from codegen.passes import prepare
 from codegen.rnn_lower import dh_dE_t
 from codegen.text_printer import text
@@ -150,20 +150,22 @@ class RnnPrinter:
                  self.matmul(vx.value, out=self.ALL[vx.target]),
                  self.inplace(bias.value)]
         cache = f"Cache(x, h0, V, W, b, h, {'E if for_backward else None' if fused else 'None'})"
-        lines += ["if use_numba(BACKEND, N * H * H, NUMBA_MAX_WORK):",
-                  "    _forward_loop(E, h, h0, W)  # the same steps, compiled"]
-        if fused:
-            lines += ["    if for_backward:",
-                      f"        activation_derivative(E, out=E)  # {self.LHS['dh_dE']}{self.eq['dh_dE']}"
-                      " for all t at once, over E_t"]
+        contiguous = {"h0": "np.ascontiguousarray(h0)", "W": "np.ascontiguousarray(W)",
+                      "W_T": "np.ascontiguousarray(W.T)"}
+
+        def call(blas):
+            names = self.forward_compiled_args(blas).split(", ")
+            return ", ".join(contiguous.get(n, n) for n in names)
+
+        lines += ["if use_numba(BACKEND, N * H * H, NUMBA_MAX_WORK):  # the same steps, compiled",
+                  f"    _forward_loop({call(False)})"]
         output = self.output_program()
         pair = self.pair_program(k.output.target, fused.target, "E_t") if fused else None
         scratch = max([output, pair] if fused else [output], key=lambda p: len(p.scratch))
         lines += [f"    return {self.returned('h')}, {cache}"]
         if self.forward_blas():
-            lines += ["if use_numba_blas(BACKEND, N * H * H, NUMBA_BLAS_MAX_WORK):",
-                      "    _forward_blas(E, h, np.ascontiguousarray(h0), np.ascontiguousarray(W))"
-                      "  # compiled, products by BLAS",
+            lines += ["if use_numba_blas(BACKEND, N * H * H, NUMBA_BLAS_MAX_WORK):  # compiled, products by BLAS",
+                      f"    _forward_blas({call(True)})",
                       f"    return {self.returned('h')}, {cache}"]
         lines += [f"{k.step_product.target} = np.empty((N, H), dtype=x.dtype)"]
         if scratch.scratch:
@@ -262,24 +264,19 @@ class RnnPrinter:
         lines, result = scalar_body(self.k.f, self.k.f_arg, "E")
         return lines + [f"return {result}"]
 
-    def forward_loop(self):
-        """The forward step as fused loops: E_t[n, i] accumulated over j from the step product, then h_t."""
+    def numba_pair(self):
+        """The body of ``_activation_pair_scalar(E)``: (f(E), f'(E)) at one float, their common subexpressions
+        once; [] where f' is taken from h (the forward pass then computes f alone)."""
         k = self.k
-        m = k.step_product.value  # h_prev @ W.T: element (n, i) = sum_j W[i, j] h_prev[n, j]
-        assert (m.left, m.right, m.right_t) == ("h_prev", "W", True)
-        element = {"E_t": "acc", "W_h": f"{m.right}[i, j] * {m.left}[n, j]"}.get
-        pre = k.pre_activation.value
-        (added,) = [t for t in _terms(pre.expr) if t != pre.symbol]
-        return ["T, N, H = E.shape",
-                "for t in range(T):",
-                "    h_prev = h0 if t == 0 else h[t - 1]",
-                "    for n in range(N):",
-                "        for i in range(H):",
-                "            acc = E[t, n, i]",
-                "            for j in range(H):",
-                f"                {element(pre.symbol.name)} += {element(added.name)}{self.note(k.pre_activation)}",
-                "            E[t, n, i] = acc",
-                f"            h[t, n, i] = _activation_scalar(acc){self.note(k.output)}"]
+        if k.fused_derivative is None:
+            return []
+        lines, f, df = scalar_pair_body(k.f, k.df, k.f_arg, "E")
+        return lines + [f"return {f}, {df}"]
+
+    def forward_loop(self):
+        """The forward step as fused loops (every activation): W h_{t-1} accumulated into E_t row by row, then h_t
+        (and f'(E_t) where it is kept)."""
+        return self._forward_compiled(blas=False)
 
     def backward_loop(self):
         """The backward step as fused loops: delta_t[n, i] with dL/dh_t inlined, then W^T delta_t row by row."""
@@ -308,28 +305,60 @@ class RnnPrinter:
 
     # Numba loops calling BLAS for each step's product (small and medium N*H*H) -------------------------------------
     def forward_blas(self):
-        """The forward step compiled, W h_{t-1} by BLAS (np.dot into W_h): only where f' is taken from h and f
-        compiles to vector code (arithmetic, comparisons, selections, |u|, max, min: relu, leaky_relu, softsign,
-        identity). Numba calls the math library for exp, tanh, erf one value at a time (no SVML here), slower than
-        NumPy's vectorised ufuncs at these sizes (measured for tanh). [] where it does not apply."""
+        """The forward step compiled, W h_{t-1} by BLAS (np.dot into W_h): only where f (and f' where it is kept)
+        vectorise (``vectorizes``: arithmetic, selections and the support module's exp, expm1, log1p, tanh, sigmoid,
+        softplus). An f that calls the math library (erf, sin) keeps NumPy's vectorised ufuncs. [] where it does
+        not apply."""
         k = self.k
-        if k.keep != "h" or not vectorizes(k.f):
+        if not vectorizes(k.f) or (k.fused_derivative is not None and not vectorizes(k.df)):
             return []
-        m = k.step_product.value
-        assert (m.left, m.right, m.right_t) == ("h_prev", "W", True)
+        return self._forward_compiled(blas=True)
+
+    def forward_compiled_args(self, blas):
+        """The arguments of ``_forward_loop`` (blas=False) or ``_forward_blas``, as the template declares them and
+        ``forward`` passes them (after the arrays ``forward`` makes contiguous)."""
+        arrays = "E, h" if self.k.fused_derivative is not None else "h"
+        flag = ", for_backward" if self.k.fused_derivative is not None else ""
+        m = self.k.step_product.value  # h_prev @ W.T (or h_prev @ W): the loops take the right operand row-major
+        return f"{arrays}, h0, {'W' if blas or not m.right_t else 'W_T'}{flag}"
+
+    def _forward_compiled(self, blas):
+        """One float at a time, compiled with contraction only (no reassociation: the support module's exp and
+        log1p depend on the order of their operations): W h_{t-1} by BLAS into W_h, or accumulated over j into
+        the row E_t[n, :] (a loop over i, which LLVM vectorises without reordering any sum; W^T contiguous). Where
+        f' is taken from h, E is h and the loops read and write h alone: one array, where LLVM sees a value read
+        and written at the same place (E and h given as two arguments, it tests them for overlap, finds it, and
+        runs the loop without vectors)."""
+        k = self.k
+        m = k.step_product.value  # h_prev @ W.T: element (n, i) = sum_j W[i, j] h_prev[n, j] = sum_j W_T[j, i] ...
+        assert (m.left, m.right) == ("h_prev", "W")
+        right = "W_T" if m.right_t else "W"  # ... or h_prev @ W: sum_j W[j, i] h_prev[n, j]
         pre = k.pre_activation.value
         (added,) = [t for t in _terms(pre.expr) if t != pre.symbol]
-        return ["T, N, H = E.shape",
-                f"{k.step_product.target} = np.empty((N, H), dtype=E.dtype)",
-                "W_T = W.T",
-                "for t in range(T):",
-                "    h_prev = h0 if t == 0 else h[t - 1]",
-                f"    np.dot(h_prev, W_T, {k.step_product.target})  # W h_{{t-1}}, rows as batch",
-                "    for n in range(N):",
-                "        for i in range(H):",
-                f"            acc = E[t, n, i] + {added.name}[n, i]{self.note(k.pre_activation)}",
-                "            E[t, n, i] = acc",
-                f"            h[t, n, i] = _activation_scalar(acc){self.note(k.output)}"]
+        fused = k.fused_derivative is not None
+        E = "E" if fused else "h"
+        lines = [f"T, N, H = {E}.shape"]
+        if blas:
+            lines += [f"{added.name} = np.empty((N, H), dtype={E}.dtype)"] + (["W_T = W.T"] if m.right_t else [])
+        lines += ["for t in range(T):", "    h_prev = h0 if t == 0 else h[t - 1]"]
+        if blas:
+            lines += [f"    np.dot(h_prev, {right}, {added.name})  # W h_{{t-1}}, rows as batch",
+                      "    for n in range(N):"]
+        else:
+            lines += ["    for n in range(N):",
+                      f"        for j in range(H):  # W h_{{t-1}}: row j of {right} times h_{{t-1}}[n, j]",
+                      "            h_j = h_prev[n, j]",
+                      "            for i in range(H):",
+                      f"                {E}[t, n, i] += {right}[j, i] * h_j{self.note(k.pre_activation)}"]
+        lines += ["        for i in range(H):",
+                  f"            acc = {E}[t, n, i] + {added.name}[n, i]{self.note(k.pre_activation)}" if blas else
+                  f"            acc = {E}[t, n, i]"]
+        if not fused:
+            return lines + [f"            h[t, n, i] = _activation_scalar(acc){self.note(k.output)}"]
+        return lines + ["            if for_backward:  # h_t = f(E_t), and f'(E_t) over E_t",
+                        "                h[t, n, i], E[t, n, i] = _activation_pair_scalar(acc)",
+                        "            else:",
+                        f"                h[t, n, i] = _activation_scalar(acc){self.note(k.output)}"]
 
     def backward_blas(self):
         """The backward step compiled: delta_t elementwise as in ``backward_loop``, W^T delta_t by BLAS."""
@@ -405,8 +434,9 @@ class RnnPrinter:
     def sections(self):
         return dict(forward=self.forward(), backward=self.backward(), fused=self.fused(),
                     activation=self.activation(), activation_derivative=self.activation_derivative(),
-                    activation_scalar=self.numba_activation(),
+                    activation_scalar=self.numba_activation(), activation_pair_scalar=self.numba_pair(),
                     forward_loop=self.forward_loop(), backward_loop=self.backward_loop(),
+                    forward_loop_args=self.forward_compiled_args(False), forward_blas_args=self.forward_compiled_args(True),
                     forward_blas=self.forward_blas(), backward_blas=self.backward_blas(), jacobian=self.jacobian(),
                     derivatives=self.derivatives(), jacobian_products=self.jacobian_products(),
                     pushforward=self.pushforward(), pullback=self.pullback())

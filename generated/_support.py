@@ -81,23 +81,166 @@ except ImportError:  # pragma: no cover - depends on the environment
     numba = None
 
 if numba is not None:
-    @numba.njit(cache=True)
+    from llvmlite import ir as _ir
+    from numba.core import types as _types
+    from numba.extending import intrinsic as _intrinsic
+
+    # The scalar functions below run inside the compiled loops (Numba), one value at a time in the source; they are
+    # inlined there and written without branches or calls of the math library, so that LLVM computes several values
+    # at once in vector registers (Numba's exp calls libm for each value: this machine's llvmlite has no SVML).
+    # Division by zero gives inf or NaN as in NumPy (error_model="numpy"), not Python's ZeroDivisionError, which
+    # would put a test and a branch before every division. Each works in double, also for float32 arrays (the loop
+    # rounds the result once, when it stores it). Accuracy against mpmath: tests/test_compiled_math.py.
+
+    @_intrinsic
+    def _double_from_bits(typingctx, bits):
+        """The double whose IEEE 754 bits are the int64 ``bits`` (reinterpreted, not converted)."""
+        def codegen(context, builder, signature, args):
+            return builder.bitcast(args[0], _ir.DoubleType())
+        return _types.float64(_types.int64), codegen
+
+    @_intrinsic
+    def _bits_from_double(typingctx, x):
+        """The IEEE 754 bits of the double ``x`` as an int64 (reinterpreted, not converted)."""
+        def codegen(context, builder, signature, args):
+            return builder.bitcast(args[0], _ir.IntType(64))
+        return _types.int64(_types.float64), codegen
+
+    # x + 1.5 * 2^52 holds an integer-valued double x (|x| < 2^51) in the low bits of its own bits: from double to
+    # int64 and back by an addition and bit casts, which vector units have everywhere (the converting instructions
+    # for 64-bit integers are AVX-512 only: on AVX2 LLVM did them one value at a time, exp 3x slower)
+    _SHIFTER = 6755399441055744.0
+    _SHIFTER_BITS = 0x4338000000000000
+    _SHIFTER_EXPONENT = _SHIFTER + 1023.0
+
+    @numba.njit(cache=True, inline="always", error_model="numpy")
+    def _power_of_two(n):
+        """2^n for an integer-valued double n in [-1022, 1023]: the biased exponent n + 1023 (< 2^11) moved into
+        the exponent field (the shifter's own bits are shifted out)."""
+        return _double_from_bits(_bits_from_double(n + _SHIFTER_EXPONENT) << 52)
+
+    _LOG2E = 1.4426950408889634
+    _LN2_HI = 6.93147180369123816490e-01  # ln 2 to 32 bits: n * _LN2_HI is exact for |n| < 2^21
+    _LN2_LO = 1.90821492927058770002e-10  # ln 2 - _LN2_HI
+
+    # exp(r) - 1 by its Taylor series, r + r^2 (1/2! + r/3! + ... + r^(m-2)/m!), by Horner, written out (a loop
+    # would stay a loop inside the loop over values, which LLVM then does not vectorise); each 1.0 / j! is a
+    # constant rounded once (j! is exact in double up to 22!)
+    @numba.njit(cache=True, inline="always", error_model="numpy")
+    def _expm1_13(r):
+        """exp(r) - 1 for |r| <= ln(2)/2 (to r^13: truncation below 5e-18 relative)."""
+        p = 1.0 / 6227020800.0
+        p = p * r + 1.0 / 479001600.0
+        p = p * r + 1.0 / 39916800.0
+        p = p * r + 1.0 / 3628800.0
+        p = p * r + 1.0 / 362880.0
+        p = p * r + 1.0 / 40320.0
+        p = p * r + 1.0 / 5040.0
+        p = p * r + 1.0 / 720.0
+        p = p * r + 1.0 / 120.0
+        p = p * r + 1.0 / 24.0
+        p = p * r + 1.0 / 6.0
+        p = p * r + 1.0 / 2.0
+        return r + r * (r * p)
+
+    @numba.njit(cache=True, inline="always", error_model="numpy")
+    def _expm1_19(r):
+        """exp(r) - 1 for |r| <= 3 ln(2)/2 (to r^19: truncation below 1e-18 relative)."""
+        p = 1.0 / 121645100408832000.0
+        p = p * r + 1.0 / 6402373705728000.0
+        p = p * r + 1.0 / 355687428096000.0
+        p = p * r + 1.0 / 20922789888000.0
+        p = p * r + 1.0 / 1307674368000.0
+        p = p * r + 1.0 / 87178291200.0
+        p = p * r + 1.0 / 6227020800.0
+        p = p * r + 1.0 / 479001600.0
+        p = p * r + 1.0 / 39916800.0
+        p = p * r + 1.0 / 3628800.0
+        p = p * r + 1.0 / 362880.0
+        p = p * r + 1.0 / 40320.0
+        p = p * r + 1.0 / 5040.0
+        p = p * r + 1.0 / 720.0
+        p = p * r + 1.0 / 120.0
+        p = p * r + 1.0 / 24.0
+        p = p * r + 1.0 / 6.0
+        p = p * r + 1.0 / 2.0
+        return r + r * (r * p)
+
+    @numba.njit(cache=True, inline="always", error_model="numpy")
+    def exp_scalar(u):
+        """exp(u) of one float: u = n ln 2 + r, |r| <= ln(2)/2, exp(u) = 2^n (1 + expm1(r)), 2^n applied as two
+        factors so that results down to the smallest subnormal and up to overflow come out rounded once."""
+        x = min(max(float(u), -746.0), 710.0)  # exp is 0 below, inf above, in double
+        n = np.floor(x * _LOG2E + 0.5)
+        r = (x - n * _LN2_HI) - n * _LN2_LO
+        half = np.floor(0.5 * n)
+        y = (1.0 + _expm1_13(r)) * _power_of_two(half) * _power_of_two(n - half)
+        return y if u == u else float(u)  # NaN stays NaN
+
+    @numba.njit(cache=True, inline="always", error_model="numpy")
+    def expm1_scalar(u):
+        """exp(u) - 1 of one float without cancellation: the series itself for |u| < 3 ln(2)/2 (to r^19), else
+        2^n expm1(r) + (2^n - 1) with u = n ln 2 + r, |n| >= 2 (where 2^n expm1(r) and 2^n - 1 cannot cancel)."""
+        x = min(max(float(u), -40.0), 700.0)  # below -40 the result is -1 in double; above 700, exp(u)
+        n = np.floor(x * _LOG2E + 0.5)
+        n = 0.0 if abs(n) < 2.0 else n
+        r = (x - n * _LN2_HI) - n * _LN2_LO
+        scale = _power_of_two(n)
+        y = scale * _expm1_19(r) + (scale - 1.0)
+        y = exp_scalar(u) if u > 700.0 else y
+        return y if u == u and u != 0.0 else float(u)  # NaN stays NaN, -0 stays -0
+
+    @numba.njit(cache=True, inline="always", error_model="numpy")
+    def log1p_scalar(u):
+        """log(1 + u) of one float, as fdlibm's log1p: v = 1 + u = 2^k (1 + f) with 1 + f in [sqrt(2)/2, sqrt(2)),
+        log(1 + f) = f - (f^2/2 - s (f^2/2 + R(s^2))) with s = f/(2 + f) and 2 atanh(s) = 2s + s R(s^2) (series to
+        s^19), plus (u - (v - 1))/v for the rounding of v."""
+        x = float(u)
+        v = 1.0 + x
+        bits = _bits_from_double(v) + 0x95F619980C433  # shifts [sqrt(2)/2, sqrt(2)) onto one exponent
+        exponent = (bits & 0x7FFFFFFFFFFFFFFF) >> 52  # the sign bit cleared: a logical shift (any vector unit)
+        k = (_double_from_bits(exponent + _SHIFTER_BITS) - _SHIFTER) - 1023.0
+        f = _double_from_bits((bits & 0xFFFFFFFFFFFFF) + 0x3FE6A09E667F3BCD) - 1.0
+        s = f / (2.0 + f)
+        z = s * s
+        R = 2.0 / 19.0
+        for j in range(17, 1, -2):  # 2/3 z + 2/5 z^2 + ... + 2/19 z^9, by Horner (unrolled)
+            R = R * z + 2.0 / j
+        R = R * z
+        hfsq = 0.5 * f * f
+        c = (x - (v - 1.0)) / v  # what rounding 1 + u to v lost
+        y = k * _LN2_HI - ((hfsq - (s * (hfsq + R) + (k * _LN2_LO + c))) - f)
+        y = x if v == 1.0 else y  # |u| below half an ulp of 1: log1p(u) = u to the last bit
+        y = v if v == math.inf else y
+        y = -math.inf if v == 0.0 else y
+        return y if v >= 0.0 else math.nan  # u < -1 (and NaN)
+
+    @numba.njit(cache=True, inline="always", error_model="numpy")
+    def tanh_scalar(u):
+        """tanh of one float, as fdlibm's: with t = expm1(-2|u|), -t/(t + 2) below |u| = 1; with t = expm1(2|u|),
+        1 - 2/(t + 2) from there (neither cancels); the sign of u."""
+        a = abs(float(u))
+        t = expm1_scalar(2.0 * a if a >= 1.0 else -2.0 * a)
+        y = 1.0 - 2.0 / (t + 2.0) if a >= 1.0 else -t / (t + 2.0)
+        return y if u > 0.0 else (-y if u < 0.0 else float(u))  # NaN stays NaN, -0 stays -0
+
+    @numba.njit(cache=True, inline="always", error_model="numpy")
     def sigmoid_scalar(u):
-        """sigmoid of one float, without overflow."""
-        if u >= 0:
-            return 1.0 / (1.0 + math.exp(-u))
-        z = math.exp(u)
-        return z / (1.0 + z)
+        """sigmoid of one float, without overflow: with z = exp(-|u|), 1/(1 + z) for u >= 0, z/(1 + z) below."""
+        z = exp_scalar(-abs(float(u)))
+        s = 1.0 / (1.0 + z)
+        return s if u >= 0.0 else z * s  # NaN: z is NaN
 
     @numba.njit(cache=True)
     def ndtr_scalar(u):
         """Phi(u) = erfc(-u/sqrt(2))/2 of one float (accurate in both tails: no 1 + erf cancellation)."""
         return 0.5 * math.erfc(-u * _SQRT_HALF)
 
-    @numba.njit(cache=True)
+    @numba.njit(cache=True, inline="always", error_model="numpy")
     def softplus_scalar(u):
-        """log(1 + exp(u)) of one float, without overflow."""
-        return max(u, 0.0) + math.log1p(math.exp(-abs(u)))
+        """log(1 + exp(u)) of one float, without overflow: max(u, 0) + log1p(exp(-|u|))."""
+        x = float(u)
+        return max(x, 0.0) + log1p_scalar(exp_scalar(-abs(x))) if x == x else x
 
 
 BACKENDS = ("auto", "numpy", "numba", "numba_blas")

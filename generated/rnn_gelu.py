@@ -36,12 +36,12 @@ from generated._support import (Cache, Grads, blas_threads, check_backward, chec
                                 use_numba_blas, ndtr)
 
 if numba is not None:
-    from generated._support import ndtr_scalar
+    from generated._support import exp_scalar, ndtr_scalar
 
 NAME = 'gelu'
 # the digest of the support modules' code and of this template's (codegen.render.format_fingerprint):
 # generated.load refuses a user module that records another
-FORMAT = 'e437bac511e944984cf4ad033b303ba245997372d8dfb865aa1984fb42d6f4dc'
+FORMAT = '6cca156a75743483c08406ece53d819457166772cdb01b896776c2e7bbd80553'
 EXPRESSION = 'x*(erf(sqrt(2)*x/2) + 1)/2'  # f(x)
 DERIVATIVE = 'sqrt(2)*x*exp(-x**2/2)/(2*sqrt(pi)) + erf(sqrt(2)*x/2)/2 + 1/2'  # f'(x)
 DERIVATIVE_FROM_OUTPUT = None  # f' in terms of h = f(x), when the backward pass uses it
@@ -136,10 +136,8 @@ def forward(x, h0, V, W, b, for_backward=True):
     # V x_t + b_h for all T steps at once: one matrix product
     np.matmul(x.reshape(T * N, D), V.T, out=E.reshape(T * N, H))
     E += b
-    if use_numba(BACKEND, N * H * H, NUMBA_MAX_WORK):
-        _forward_loop(E, h, h0, W)  # the same steps, compiled
-        if for_backward:
-            activation_derivative(E, out=E)  # dh_t/dE_t = diag(f'(E_t)) for all t at once, over E_t
+    if use_numba(BACKEND, N * H * H, NUMBA_MAX_WORK):  # the same steps, compiled
+        _forward_loop(E, h, np.ascontiguousarray(h0), np.ascontiguousarray(W.T), for_backward)
         return read_only(h), Cache(x, h0, V, W, b, h, E if for_backward else None)
     W_h = np.empty((N, H), dtype=x.dtype)
     # scratch for the values inside f and f', one ufunc a line
@@ -205,24 +203,36 @@ def backward(dh, cache):
 
 
 if numba is not None:
-    @numba.njit(cache=True)
+    @numba.njit(cache=True, inline="always", error_model="numpy")  # inlined: the loops' flags apply
     def _activation_scalar(E):
         """h = f(E) for one float."""
         return E*ndtr_scalar(E)
 
-    @numba.njit(cache=True, fastmath={"reassoc", "contract"})  # sums may be reordered: SIMD dot products
-    def _forward_loop(E, h, h0, W):
-        """E (T, N, H) holds V x_t + b_h and becomes E_t; h receives h_t (E may be h itself)."""
+    @numba.njit(cache=True, inline="always", error_model="numpy")  # inlined: the loops' flags apply
+    def _activation_pair_scalar(E):
+        """(f(E), f'(E)) for one float, their common subexpressions once."""
+        _tmp0 = ndtr_scalar(E)
+        return E*_tmp0, 0.3989422804014327*E*exp_scalar(-0.5*E**2) + _tmp0
+
+    # a*b + c in one rounding (FMA); no reassociation: the support module's exp and log1p depend on their order
+    @numba.njit(cache=True, fastmath={"contract"}, error_model="numpy")
+    def _forward_loop(E, h, h0, W_T, for_backward):
+        """E (T, N, H) holds V x_t + b_h and becomes E_t, then f'(E_t) when ``for_backward``; h receives h_t; W_T is
+        W^T, C-contiguous."""
         T, N, H = E.shape
         for t in range(T):
             h_prev = h0 if t == 0 else h[t - 1]
             for n in range(N):
+                for j in range(H):  # W h_{t-1}: row j of W_T times h_{t-1}[n, j]
+                    h_j = h_prev[n, j]
+                    for i in range(H):
+                        E[t, n, i] += W_T[j, i] * h_j  # E_t = V x_t + W h_{t-1} + b_h
                 for i in range(H):
                     acc = E[t, n, i]
-                    for j in range(H):
-                        acc += W[i, j] * h_prev[n, j]  # E_t = V x_t + W h_{t-1} + b_h
-                    E[t, n, i] = acc
-                    h[t, n, i] = _activation_scalar(acc)  # h_t = f(E_t)
+                    if for_backward:  # h_t = f(E_t), and f'(E_t) over E_t
+                        h[t, n, i], E[t, n, i] = _activation_pair_scalar(acc)
+                    else:
+                        h[t, n, i] = _activation_scalar(acc)  # h_t = f(E_t)
 
     @numba.njit(cache=True, fastmath={"reassoc", "contract"})
     def _backward_loop(delta, dh, W):

@@ -38,7 +38,7 @@ from generated._support import (Cache, Grads, blas_threads, check_backward, chec
 NAME = 'identity'
 # the digest of the support modules' code and of this template's (codegen.render.format_fingerprint):
 # generated.load refuses a user module that records another
-FORMAT = 'e437bac511e944984cf4ad033b303ba245997372d8dfb865aa1984fb42d6f4dc'
+FORMAT = '6cca156a75743483c08406ece53d819457166772cdb01b896776c2e7bbd80553'
 EXPRESSION = 'x'  # f(x)
 DERIVATIVE = '1'  # f'(x)
 DERIVATIVE_FROM_OUTPUT = '1'  # f' in terms of h = f(x), when the backward pass uses it
@@ -46,7 +46,7 @@ USES_OUTPUT = True
 GAMMA = 1.0  # sup |f'| (exact)
 # "auto": compiled loops (Numba) for small N*H*H when installed, then compiled loops calling BLAS for each step's
 # product (Numba and SciPy installed) up to NUMBA_BLAS_MAX_WORK, then NumPy; or force "numpy", "numba" or "numba_blas".
-# "numba_blas" compiles both passes here: f is arithmetic, comparisons and selections, which Numba vectorises.
+# "numba_blas" compiles both passes here: Numba vectorises f (arithmetic, selections, exp, tanh, ...).
 BACKEND = "auto"
 NUMBA_MAX_WORK = 8192  # N*H*H at or below which the compiled loop beats NumPy's per-step calls
 NUMBA_BLAS_MAX_WORK = 262144  # N*H*H up to which that loop runs: its products on one BLAS thread
@@ -104,11 +104,11 @@ def forward(x, h0, V, W, b, for_backward=True):
     # V x_t + b_h for all T steps at once: one matrix product
     np.matmul(x.reshape(T * N, D), V.T, out=E.reshape(T * N, H))
     E += b
-    if use_numba(BACKEND, N * H * H, NUMBA_MAX_WORK):
-        _forward_loop(E, h, h0, W)  # the same steps, compiled
+    if use_numba(BACKEND, N * H * H, NUMBA_MAX_WORK):  # the same steps, compiled
+        _forward_loop(h, np.ascontiguousarray(h0), np.ascontiguousarray(W.T))
         return read_only(h), Cache(x, h0, V, W, b, h, None)
-    if use_numba_blas(BACKEND, N * H * H, NUMBA_BLAS_MAX_WORK):
-        _forward_blas(E, h, np.ascontiguousarray(h0), np.ascontiguousarray(W))  # compiled, products by BLAS
+    if use_numba_blas(BACKEND, N * H * H, NUMBA_BLAS_MAX_WORK):  # compiled, products by BLAS
+        _forward_blas(h, np.ascontiguousarray(h0), np.ascontiguousarray(W))
         return read_only(h), Cache(x, h0, V, W, b, h, None)
     W_h = np.empty((N, H), dtype=x.dtype)
     W_T, h_prev = W.T, h0
@@ -154,23 +154,25 @@ def backward(dh, cache):
 
 
 if numba is not None:
-    @numba.njit(cache=True)
+    @numba.njit(cache=True, inline="always", error_model="numpy")  # inlined: the loops' flags apply
     def _activation_scalar(E):
         """h = f(E) for one float."""
         return E
 
-    @numba.njit(cache=True, fastmath={"reassoc", "contract"})  # sums may be reordered: SIMD dot products
-    def _forward_loop(E, h, h0, W):
-        """E (T, N, H) holds V x_t + b_h and becomes E_t; h receives h_t (E may be h itself)."""
-        T, N, H = E.shape
+    # a*b + c in one rounding (FMA); no reassociation: the support module's exp and log1p depend on their order
+    @numba.njit(cache=True, fastmath={"contract"}, error_model="numpy")
+    def _forward_loop(h, h0, W_T):
+        """h (T, N, H) holds V x_t + b_h (E_t is formed in it) and becomes h_t; W_T is W^T, C-contiguous."""
+        T, N, H = h.shape
         for t in range(T):
             h_prev = h0 if t == 0 else h[t - 1]
             for n in range(N):
+                for j in range(H):  # W h_{t-1}: row j of W_T times h_{t-1}[n, j]
+                    h_j = h_prev[n, j]
+                    for i in range(H):
+                        h[t, n, i] += W_T[j, i] * h_j  # E_t = V x_t + W h_{t-1} + b_h
                 for i in range(H):
-                    acc = E[t, n, i]
-                    for j in range(H):
-                        acc += W[i, j] * h_prev[n, j]  # E_t = V x_t + W h_{t-1} + b_h
-                    E[t, n, i] = acc
+                    acc = h[t, n, i]
                     h[t, n, i] = _activation_scalar(acc)  # h_t = E_t
 
     @numba.njit(cache=True, fastmath={"reassoc", "contract"})
@@ -189,19 +191,18 @@ if numba is not None:
                         W_delta[n, j] += d * W[i, j]
         return W_delta
 
-    @numba.njit(cache=True)
-    def _forward_blas(E, h, h0, W):
+    @numba.njit(cache=True, fastmath={"contract"}, error_model="numpy")  # as _forward_loop
+    def _forward_blas(h, h0, W):
         """As _forward_loop, each step's product by BLAS; h0 and W C-contiguous."""
-        T, N, H = E.shape
-        W_h = np.empty((N, H), dtype=E.dtype)
+        T, N, H = h.shape
+        W_h = np.empty((N, H), dtype=h.dtype)
         W_T = W.T
         for t in range(T):
             h_prev = h0 if t == 0 else h[t - 1]
             np.dot(h_prev, W_T, W_h)  # W h_{t-1}, rows as batch
             for n in range(N):
                 for i in range(H):
-                    acc = E[t, n, i] + W_h[n, i]  # E_t = V x_t + W h_{t-1} + b_h
-                    E[t, n, i] = acc
+                    acc = h[t, n, i] + W_h[n, i]  # E_t = V x_t + W h_{t-1} + b_h
                     h[t, n, i] = _activation_scalar(acc)  # h_t = E_t
 
     @numba.njit(cache=True)

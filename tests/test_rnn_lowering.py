@@ -66,7 +66,8 @@ def test_tanh_kernels_print_min_char_rnn_style_lines():
     ]
     assert "            delta[t, n, i] *= dh[t, n, i] + W_delta[n, i]  # delta_t = diag(f'(E_t)) (g_t + W^T " \
            "delta_{t+1})" in s["backward_loop"]
-    assert "                acc += W[i, j] * h_prev[n, j]  # E_t = V x_t + W h_{t-1} + b_h" in s["forward_loop"]
+    assert "                h[t, n, i] += W_T[j, i] * h_j  # E_t = V x_t + W h_{t-1} + b_h" in s["forward_loop"]
+    assert "            h[t, n, i] = _activation_scalar(acc)  # h_t = f(E_t)" in s["forward_loop"]
 
 
 @pytest.mark.parametrize("name, kw, keep", [("tanh", {}, "h"), ("relu", {}, "h"), ("sin", {}, "dh_dE"),
@@ -98,7 +99,11 @@ def test_a_changed_description_changes_the_printed_kernel():
     k = lower_rnn(derive(_entry("tanh")))
     flipped = dataclasses.replace(k, step_product=dataclasses.replace(
         k.step_product, value=MatMul("h_prev", False, "W", False, "one")))
-    assert "    np.matmul(h_prev, W, out=W_h)  # W h_{t-1}, rows as batch" in RnnPrinter(flipped).forward()
+    printer = RnnPrinter(flipped)
+    assert "    np.matmul(h_prev, W, out=W_h)  # W h_{t-1}, rows as batch" in printer.forward()
+    assert "    np.dot(h_prev, W, W_h)  # W h_{t-1}, rows as batch" in printer.forward_blas()  # the compiled loops too
+    assert "                h[t, n, i] += W[j, i] * h_j  # E_t = V x_t + W h_{t-1} + b_h" in printer.forward_loop()
+    assert "    _forward_loop(h, np.ascontiguousarray(h0), np.ascontiguousarray(W))" in printer.forward()
     import sympy as sp
     from derive.parse import X as x
     three = Activation("three_pieces", sp.Piecewise((x, x > 1), (x / 2, x > -1), (x / 4 - sp.Rational(1, 4), True)))
@@ -158,7 +163,7 @@ def test_forward_returns_h_through_the_hook_the_cell_printer_uses():
         def returned(name):
             return f"plain({name})"
 
-    for name in ("tanh", "silu"):  # the one-pass activations return from the compiled branch with f' too
+    for name, compiled in (("tanh", 2), ("silu", 2), ("gelu", 1)):  # the tiny loop, the BLAS loop where f vectorises
         printed = Plain(lower_rnn(derive(_entry(name)))).forward()
         returns = [line.strip() for line in printed if line.strip().startswith("return ")]
-        assert len(returns) == 2 and all(r.startswith("return plain(h), Cache(") for r in returns), returns
+        assert len(returns) == compiled + 1 and all(r.startswith("return plain(h), Cache(") for r in returns), returns

@@ -119,14 +119,39 @@ def _worst(errors, points):
     return float(errors[i]), float(points[i])
 
 
-def measure(module, f, df, dtype, points=None, references=None):
-    """The Cell of the generated ``module`` in ``dtype``, against the SymPy ``f`` and ``df`` (in x).
+TARGETS = ("numpy", "numba", "numba_blas")
+
+
+def computed(module, E, target="numpy"):
+    """(f, the backward's f') as the generated ``module`` computes them at the points ``E`` (an array of the dtype).
+
+    "numpy": ``activation_and_derivative``, what the NumPy forward step computes (f' from h where it is taken from
+    the output). "numba", "numba_blas": one step of that compiled forward loop with E_1 = the points (x = E, V = 1,
+    W = 0, b = 0, h0 = 0: one unit, a batch of len(E) rows, so E_1 is E exactly), then ``derivatives`` of its cache
+    (the loop's own f' where it is kept; NumPy's f'(h) where f' is taken from h).
+    """
+    if target == "numpy":
+        return module.activation_and_derivative(E)
+    one, zero = np.ones((1, 1), dtype=E.dtype), np.zeros((1, 1), dtype=E.dtype)
+    saved = module.BACKEND
+    module.BACKEND = target
+    try:
+        h, cache = module.forward(E.reshape(1, -1, 1), np.zeros((E.size, 1), dtype=E.dtype), one, zero,
+                                  np.zeros(1, dtype=E.dtype))
+    finally:
+        module.BACKEND = saved
+    return h.reshape(-1), module.derivatives(cache).reshape(-1)
+
+
+def measure(module, f, df, dtype, points=None, references=None, target="numpy"):
+    """The Cell of the generated ``module`` in ``dtype`` on ``target`` (``computed``), against the SymPy ``f`` and
+    ``df`` (in x).
 
     ``points`` default to ``grid()``; ``references`` may hold (f values, f' values) at them, computed once.
     """
     E = np.asarray(grid() if points is None else points, dtype=dtype)
     with np.errstate(all="ignore"):
-        h, d = module.activation_and_derivative(E)  # what the forward step computes and backward reads
+        h, d = computed(module, E, target)  # what the forward step computes and backward reads
     assert h.dtype == dtype and d.dtype == dtype, (h.dtype, d.dtype)
     f_ref, df_ref = references or (exact(f, E), exact(df, E))
     f_ulp, f_at = _worst(ulp_errors(h, f_ref, dtype), E)
