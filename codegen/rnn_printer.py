@@ -350,9 +350,11 @@ class RnnPrinter:
                       "            h_j = h_prev[n, j]",
                       "            for i in range(H):",
                       f"                {E}[t, n, i] += {right}[j, i] * h_j{self.note(k.pre_activation)}"]
+        # f (and f') in double, also for float32 arrays (Numba keeps float32 arithmetic in float32: E*E*E and E**2
+        # would be rounded to float32 inside gelu_tanh's sigmoid and gelu's exp); E_t itself in the array's dtype
         lines += ["        for i in range(H):",
-                  f"            acc = {E}[t, n, i] + {added.name}[n, i]{self.note(k.pre_activation)}" if blas else
-                  f"            acc = {E}[t, n, i]"]
+                  f"            acc = np.float64({E}[t, n, i] + {added.name}[n, i]){self.note(k.pre_activation)}"
+                  if blas else f"            acc = np.float64({E}[t, n, i])"]
         if not fused:
             return lines + [f"            h[t, n, i] = _activation_scalar(acc){self.note(k.output)}"]
         return lines + ["            if for_backward:  # h_t = f(E_t), and f'(E_t) over E_t",

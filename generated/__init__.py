@@ -46,7 +46,7 @@ CELLS = (
 # that every module here was generated from (codegen.render.format_fingerprint). A user module in the per-user data
 # folder records its own; one that records another, or none, came from another release of the engine and is
 # refused by load(), since it may import support names that no longer exist or do something else now.
-FORMAT = '6cca156a75743483c08406ece53d819457166772cdb01b896776c2e7bbd80553'
+FORMAT = '27d214daf92b606279d37ac2f68560f475ea583e450b6aef27da417153489777'
 
 
 class StaleModuleError(ImportError):

@@ -88,9 +88,13 @@ if numba is not None:
     # The scalar functions below run inside the compiled loops (Numba), one value at a time in the source; they are
     # inlined there and written without branches or calls of the math library, so that LLVM computes several values
     # at once in vector registers (Numba's exp calls libm for each value: this machine's llvmlite has no SVML).
-    # Division by zero gives inf or NaN as in NumPy (error_model="numpy"), not Python's ZeroDivisionError, which
-    # would put a test and a branch before every division. Each works in double, also for float32 arrays (the loop
-    # rounds the result once, when it stores it). Accuracy against mpmath: tests/test_compiled_math.py.
+    # Each works in double (np.float64(u): Numba's float() keeps a float32 a float32), also for float32 arrays (the
+    # loop rounds the result once, when it stores it). Accuracy against mpmath: tests/test_compiled_math.py.
+    # Inlined code is compiled with its caller's options, not these: a caller must use error_model="numpy" (division
+    # by zero gives inf or NaN, as in NumPy, where Python's error model raises ZeroDivisionError and puts a test and a
+    # branch before every division) and fastmath no wider than {"contract"} (reassociation would undo the Cody-Waite
+    # reduction and log1p's rounding correction; no-NaN flags would drop the u == u selects), as the generated
+    # _forward_loop and _forward_blas do.
 
     @_intrinsic
     def _double_from_bits(typingctx, bits):
@@ -128,7 +132,7 @@ if numba is not None:
     # constant rounded once (j! is exact in double up to 22!)
     @numba.njit(cache=True, inline="always", error_model="numpy")
     def _expm1_13(r):
-        """exp(r) - 1 for |r| <= ln(2)/2 (to r^13: truncation below 5e-18 relative)."""
+        """exp(r) - 1 for |r| <= ln(2)/2 (to r^13: truncation below 7e-18 of exp(r))."""
         p = 1.0 / 6227020800.0
         p = p * r + 1.0 / 479001600.0
         p = p * r + 1.0 / 39916800.0
@@ -145,7 +149,7 @@ if numba is not None:
 
     @numba.njit(cache=True, inline="always", error_model="numpy")
     def _expm1_19(r):
-        """exp(r) - 1 for |r| <= 3 ln(2)/2 (to r^19: truncation below 1e-18 relative)."""
+        """exp(r) - 1 for |r| <= 3 ln(2)/2 (to r^19: truncation below 2e-18 relative)."""
         p = 1.0 / 121645100408832000.0
         p = p * r + 1.0 / 6402373705728000.0
         p = p * r + 1.0 / 355687428096000.0
@@ -169,33 +173,34 @@ if numba is not None:
     @numba.njit(cache=True, inline="always", error_model="numpy")
     def exp_scalar(u):
         """exp(u) of one float: u = n ln 2 + r, |r| <= ln(2)/2, exp(u) = 2^n (1 + expm1(r)), 2^n applied as two
-        factors so that results down to the smallest subnormal and up to overflow come out rounded once."""
-        x = min(max(float(u), -746.0), 710.0)  # exp is 0 below, inf above, in double
+        factors so that results reach the smallest subnormal and overflow (a subnormal result is rounded twice: 1 +
+        expm1(r), then the scaling; within 0.75 of its ulp)."""
+        x = min(max(np.float64(u), -746.0), 710.0)  # exp is 0 below, inf above, in double
         n = np.floor(x * _LOG2E + 0.5)
         r = (x - n * _LN2_HI) - n * _LN2_LO
         half = np.floor(0.5 * n)
         y = (1.0 + _expm1_13(r)) * _power_of_two(half) * _power_of_two(n - half)
-        return y if u == u else float(u)  # NaN stays NaN
+        return y if u == u else np.float64(u)  # NaN stays NaN
 
     @numba.njit(cache=True, inline="always", error_model="numpy")
     def expm1_scalar(u):
         """exp(u) - 1 of one float without cancellation: the series itself for |u| < 3 ln(2)/2 (to r^19), else
         2^n expm1(r) + (2^n - 1) with u = n ln 2 + r, |n| >= 2 (where 2^n expm1(r) and 2^n - 1 cannot cancel)."""
-        x = min(max(float(u), -40.0), 700.0)  # below -40 the result is -1 in double; above 700, exp(u)
+        x = min(max(np.float64(u), -40.0), 700.0)  # below -40 the result is -1 in double; above 700, exp(u)
         n = np.floor(x * _LOG2E + 0.5)
         n = 0.0 if abs(n) < 2.0 else n
         r = (x - n * _LN2_HI) - n * _LN2_LO
         scale = _power_of_two(n)
         y = scale * _expm1_19(r) + (scale - 1.0)
         y = exp_scalar(u) if u > 700.0 else y
-        return y if u == u and u != 0.0 else float(u)  # NaN stays NaN, -0 stays -0
+        return y if u == u and u != 0.0 else np.float64(u)  # NaN stays NaN, -0 stays -0
 
     @numba.njit(cache=True, inline="always", error_model="numpy")
     def log1p_scalar(u):
         """log(1 + u) of one float, as fdlibm's log1p: v = 1 + u = 2^k (1 + f) with 1 + f in [sqrt(2)/2, sqrt(2)),
         log(1 + f) = f - (f^2/2 - s (f^2/2 + R(s^2))) with s = f/(2 + f) and 2 atanh(s) = 2s + s R(s^2) (series to
         s^19), plus (u - (v - 1))/v for the rounding of v."""
-        x = float(u)
+        x = np.float64(u)
         v = 1.0 + x
         bits = _bits_from_double(v) + 0x95F619980C433  # shifts [sqrt(2)/2, sqrt(2)) onto one exponent
         exponent = (bits & 0x7FFFFFFFFFFFFFFF) >> 52  # the sign bit cleared: a logical shift (any vector unit)
@@ -217,17 +222,19 @@ if numba is not None:
 
     @numba.njit(cache=True, inline="always", error_model="numpy")
     def tanh_scalar(u):
-        """tanh of one float, as fdlibm's: with t = expm1(-2|u|), -t/(t + 2) below |u| = 1; with t = expm1(2|u|),
-        1 - 2/(t + 2) from there (neither cancels); the sign of u."""
-        a = abs(float(u))
-        t = expm1_scalar(2.0 * a if a >= 1.0 else -2.0 * a)
-        y = 1.0 - 2.0 / (t + 2.0) if a >= 1.0 else -t / (t + 2.0)
-        return y if u > 0.0 else (-y if u < 0.0 else float(u))  # NaN stays NaN, -0 stays -0
+        """tanh of one float, as musl's: with t = expm1(-2|u|), -t/(t + 2) up to |u| = log(5/3)/2; with
+        t = expm1(2|u|), t/(t + 2) up to log(3)/2 and 1 - 2/(t + 2) beyond (none cancels); the sign of u."""
+        a = abs(np.float64(u))
+        t = expm1_scalar(2.0 * a if a > 0.25541281188299536 else -2.0 * a)
+        y = -t / (t + 2.0) if a <= 0.25541281188299536 else t / (t + 2.0)
+        y = 1.0 - 2.0 / (t + 2.0) if a > 0.5493061443340549 else y
+        return y if u > 0.0 else (-y if u < 0.0 else np.float64(u))  # NaN stays NaN, -0 stays -0
 
     @numba.njit(cache=True, inline="always", error_model="numpy")
     def sigmoid_scalar(u):
-        """sigmoid of one float, without overflow: with z = exp(-|u|), 1/(1 + z) for u >= 0, z/(1 + z) below."""
-        z = exp_scalar(-abs(float(u)))
+        """sigmoid of one float, without overflow: with z = exp(-|u|), s = 1/(1 + z) for u >= 0, z s below (one
+        division for both)."""
+        z = exp_scalar(-abs(np.float64(u)))
         s = 1.0 / (1.0 + z)
         return s if u >= 0.0 else z * s  # NaN: z is NaN
 
@@ -239,7 +246,7 @@ if numba is not None:
     @numba.njit(cache=True, inline="always", error_model="numpy")
     def softplus_scalar(u):
         """log(1 + exp(u)) of one float, without overflow: max(u, 0) + log1p(exp(-|u|))."""
-        x = float(u)
+        x = np.float64(u)
         return max(x, 0.0) + log1p_scalar(exp_scalar(-abs(x))) if x == x else x
 
 

@@ -41,7 +41,7 @@ if numba is not None:
 NAME = 'gelu_tanh'
 # the digest of the support modules' code and of this template's (codegen.render.format_fingerprint):
 # generated.load refuses a user module that records another
-FORMAT = '6cca156a75743483c08406ece53d819457166772cdb01b896776c2e7bbd80553'
+FORMAT = '27d214daf92b606279d37ac2f68560f475ea583e450b6aef27da417153489777'
 EXPRESSION = 'x*(tanh(sqrt(2)*(8943*x**3/200000 + x)/sqrt(pi)) + 1)/2'  # f(x)
 DERIVATIVE = 'sqrt(2)*x*(1 - tanh(sqrt(2)*(8943*x**3/200000 + x)/sqrt(pi))**2)*(26829*x**2/200000 + 1)/(2*sqrt(pi)) + tanh(sqrt(2)*(8943*x**3/200000 + x)/sqrt(pi))/2 + 1/2'  # f'(x)
 DERIVATIVE_FROM_OUTPUT = None  # f' in terms of h = f(x), when the backward pass uses it
@@ -269,8 +269,8 @@ if numba is not None:
     # a*b + c in one rounding (FMA); no reassociation: the support module's exp and log1p depend on their order
     @numba.njit(cache=True, fastmath={"contract"}, error_model="numpy")
     def _forward_loop(E, h, h0, W_T, for_backward):
-        """E (T, N, H) holds V x_t + b_h and becomes E_t, then f'(E_t) when ``for_backward``; h receives h_t; W_T is
-        W^T, C-contiguous."""
+        """E (T, N, H) holds V x_t + b_h and becomes E_t, then f'(E_t) when ``for_backward``; h receives h_t; the
+        recurrent matrix as multiplied (h_{t-1} times it), C-contiguous."""
         T, N, H = E.shape
         for t in range(T):
             h_prev = h0 if t == 0 else h[t - 1]
@@ -280,7 +280,7 @@ if numba is not None:
                     for i in range(H):
                         E[t, n, i] += W_T[j, i] * h_j  # E_t = V x_t + W h_{t-1} + b_h
                 for i in range(H):
-                    acc = E[t, n, i]
+                    acc = np.float64(E[t, n, i])
                     if for_backward:  # h_t = f(E_t), and f'(E_t) over E_t
                         h[t, n, i], E[t, n, i] = _activation_pair_scalar(acc)
                     else:
@@ -313,7 +313,7 @@ if numba is not None:
             np.dot(h_prev, W_T, W_h)  # W h_{t-1}, rows as batch
             for n in range(N):
                 for i in range(H):
-                    acc = E[t, n, i] + W_h[n, i]  # E_t = V x_t + W h_{t-1} + b_h
+                    acc = np.float64(E[t, n, i] + W_h[n, i])  # E_t = V x_t + W h_{t-1} + b_h
                     if for_backward:  # h_t = f(E_t), and f'(E_t) over E_t
                         h[t, n, i], E[t, n, i] = _activation_pair_scalar(acc)
                     else:

@@ -41,7 +41,7 @@ if numba is not None:
 NAME = 'tanh'
 # the digest of the support modules' code and of this template's (codegen.render.format_fingerprint):
 # generated.load refuses a user module that records another
-FORMAT = '6cca156a75743483c08406ece53d819457166772cdb01b896776c2e7bbd80553'
+FORMAT = '27d214daf92b606279d37ac2f68560f475ea583e450b6aef27da417153489777'
 EXPRESSION = 'tanh(x)'  # f(x)
 DERIVATIVE = '1 - tanh(x)**2'  # f'(x)
 DERIVATIVE_FROM_OUTPUT = '1 - h**2'  # f' in terms of h = f(x), when the backward pass uses it
@@ -171,7 +171,8 @@ if numba is not None:
     # a*b + c in one rounding (FMA); no reassociation: the support module's exp and log1p depend on their order
     @numba.njit(cache=True, fastmath={"contract"}, error_model="numpy")
     def _forward_loop(h, h0, W_T):
-        """h (T, N, H) holds V x_t + b_h (E_t is formed in it) and becomes h_t; W_T is W^T, C-contiguous."""
+        """h (T, N, H) holds V x_t + b_h (E_t is formed in it) and becomes h_t; the recurrent matrix as multiplied
+        (h_{t-1} times it), C-contiguous."""
         T, N, H = h.shape
         for t in range(T):
             h_prev = h0 if t == 0 else h[t - 1]
@@ -181,7 +182,7 @@ if numba is not None:
                     for i in range(H):
                         h[t, n, i] += W_T[j, i] * h_j  # E_t = V x_t + W h_{t-1} + b_h
                 for i in range(H):
-                    acc = h[t, n, i]
+                    acc = np.float64(h[t, n, i])
                     h[t, n, i] = _activation_scalar(acc)  # h_t = f(E_t)
 
     @numba.njit(cache=True, fastmath={"reassoc", "contract"})
@@ -211,7 +212,7 @@ if numba is not None:
             np.dot(h_prev, W_T, W_h)  # W h_{t-1}, rows as batch
             for n in range(N):
                 for i in range(H):
-                    acc = h[t, n, i] + W_h[n, i]  # E_t = V x_t + W h_{t-1} + b_h
+                    acc = np.float64(h[t, n, i] + W_h[n, i])  # E_t = V x_t + W h_{t-1} + b_h
                     h[t, n, i] = _activation_scalar(acc)  # h_t = f(E_t)
 
     @numba.njit(cache=True)

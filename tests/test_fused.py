@@ -13,6 +13,7 @@ import sympy as sp
 from sympy.codegen.cfunctions import expm1
 
 import generated
+import generated._support as support
 from codegen.numpy_printer import KernelPrinter, pair_prepared
 from codegen.passes import ndtr, prepare, share_saturated, shared_sigmoids
 from derive import derive
@@ -59,14 +60,14 @@ def test_one_pass_is_f_and_f_prime_to_30_digits(name):
 
 
 @pytest.mark.parametrize("name", KEPT)
-@pytest.mark.parametrize("backend", ["numpy", "numba"])
+@pytest.mark.parametrize("backend", ["numpy", "numba", "numba_blas"])
 def test_the_cache_keeps_f_prime_of_E_and_backward_only_reads_it(name, backend, monkeypatch):
     """cache.dh_dE[t] is f'(E_t) with E_t = x_t V^T + h_{t-1} W^T + b recomputed here (float64, 1e-12 relative:
     the recomputed E_t differs from forward's by the order of its sums, a few ulp); backward twice gives the same
     gradients and leaves dh_dE as it was."""
     module = generated.load(name)
-    if backend == "numba" and module.numba is None:  # pragma: no cover - depends on the environment
-        pytest.skip("Numba is not installed")
+    if backend != "numpy" and (module.numba is None or backend == "numba_blas" and not support.NUMBA_BLAS):
+        pytest.skip("Numba and SciPy (the fast extra) are not installed")  # pragma: no cover - the environment
     monkeypatch.setattr(module, "BACKEND", backend)
     x_, h0, V, W, b = rnn_inputs(5, 3, 4, 6)
     h, cache = module.forward(x_, h0, V, W, b)
@@ -84,14 +85,14 @@ def test_the_cache_keeps_f_prime_of_E_and_backward_only_reads_it(name, backend, 
 
 
 @pytest.mark.parametrize("name", generated.ACTIVATIONS)
-@pytest.mark.parametrize("backend", ["numpy", "numba"])
+@pytest.mark.parametrize("backend", ["numpy", "numba", "numba_blas"])
 def test_forward_for_inference_keeps_no_derivative(name, backend, monkeypatch):
     """forward(..., for_backward=False) gives the same h (to 4 eps: f alone, not the shared pass) and, where f' is
     kept, a cache without it, which backward and derivatives refuse saying why; where f' comes from h, it changes
     nothing."""
     module = generated.load(name)
-    if backend == "numba" and module.numba is None:  # pragma: no cover - depends on the environment
-        pytest.skip("Numba is not installed")
+    if backend != "numpy" and (module.numba is None or backend == "numba_blas" and not support.NUMBA_BLAS):
+        pytest.skip("Numba and SciPy (the fast extra) are not installed")  # pragma: no cover - the environment
     monkeypatch.setattr(module, "BACKEND", backend)
     args = rnn_inputs(5, 3, 4, 6)
     h, cache = module.forward(*args)
