@@ -22,11 +22,12 @@ MAX_PRODUCT_POWER = 8  # u**n with 3 <= |n| <= 8 is printed as a product (roundi
 # SymPy function -> the name generated/_support.py gives its stable array version
 SUPPORT = {sp.erf: "erf", sp.erfc: "erfc", ndtr: "ndtr", sigmoid: "sigmoid"}
 # ... and its scalar version for the compiled loops, when it is not the math module's: exp, expm1, log1p, tanh,
-# sigmoid and softplus written so that LLVM vectorises the loop around them (VECTOR_FUNCTIONS); ndtr calls math.erfc
+# sigmoid, softplus, erfc and ndtr written so that LLVM vectorises the loop around them (VECTOR_FUNCTIONS); erf calls
+# math.erf
 SCALAR_SUPPORT = {sigmoid: "sigmoid_scalar", softplus: "softplus_scalar", ndtr: "ndtr_scalar", sp.exp: "exp_scalar",
-                  expm1: "expm1_scalar", log1p: "log1p_scalar", sp.tanh: "tanh_scalar"}
-VECTOR_FUNCTIONS = (sp.Max, sp.Min, sp.Abs, sp.Piecewise, sp.exp, expm1, log1p, sp.tanh, sigmoid, softplus)
-MATH = {sp.erf: "math.erf", sp.erfc: "math.erfc"}
+                  expm1: "expm1_scalar", log1p: "log1p_scalar", sp.tanh: "tanh_scalar", sp.erfc: "erfc_scalar"}
+VECTOR_FUNCTIONS = (sp.Max, sp.Min, sp.Abs, sp.Piecewise, sp.exp, expm1, log1p, sp.tanh, sigmoid, softplus, sp.erfc,
+                    ndtr)
 
 
 def softplus_terms(v):
@@ -169,7 +170,7 @@ class ScalarKernelPrinter(KernelPrinter):
         return f"math.erf({self._print(expr.args[0])})"
 
     def _print_erfc(self, expr):
-        return f"math.erfc({self._print(expr.args[0])})"
+        return f"erfc_scalar({self._print(expr.args[0])})"
 
     def _print_ndtr(self, expr):
         return f"ndtr_scalar({self._print(expr.args[0])})"
@@ -234,6 +235,27 @@ def pair_prepared(f, df, arg, argname):
     symbol = sp.Symbol(argname, real=True)
     f_prepared, df_prepared = prepare(f), prepare(df)
     return [e.subs(arg, symbol) for e in shared_sigmoids([share_saturated(f_prepared, df_prepared), df_prepared])]
+
+
+# elementary functions a scalar form evaluates per element (the support module's sigmoid is one exp, its softplus an
+# exp and a log1p, its erfc and Phi two exps and two polynomials of degree 16 and 22, about three exps' time): what
+# a compiled step spends its time on, against NumPy's passes (codegen.rnn_printer)
+ELEMENTARY_CALLS = {sp.exp: 1, expm1: 1, log1p: 1, sp.tanh: 1, sigmoid: 1, softplus: 2, sp.erfc: 3, ndtr: 3}
+
+
+def elementary_calls(*exprs):
+    """How many elementary functions the scalar forms of ``exprs``, written together (``scalar_pair_body``: their
+    common subexpressions once), evaluate per element; None where one of them does not vectorise (``vectorizes``)."""
+    if not all(vectorizes(e) for e in exprs):
+        return None
+    replacements, reduced = sp.cse([prepare_scalar(e) for e in exprs], symbols=sp.numbered_symbols("_tmp"),
+                                   order="canonical")
+    total = 0
+    for e in [value for _, value in replacements] + list(reduced):
+        for call in sp.preorder_traversal(e):
+            if isinstance(call, sp.Function) and type(call) in ELEMENTARY_CALLS:
+                total += ELEMENTARY_CALLS[type(call)]
+    return total
 
 
 def returned(name):

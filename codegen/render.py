@@ -21,6 +21,7 @@ from codegen.latex_printer import latex, latex_terms
 from codegen.numpy_printer import scalar_support, support_names
 from codegen.rnn_lower import lower_rnn
 from codegen.rnn_printer import RnnPrinter
+from codegen.support_fits import FAR, K, NEAR, erfc_fits
 from codegen.text_printer import text
 from codegen.write import write_tree  # noqa: F401  (its old home: interop and older callers import it from here)
 from derive.catalogue import check_name
@@ -94,7 +95,7 @@ def format_fingerprint(templates=TEMPLATES, parent=_PARENT):
 def _support_code(template):
     """The support module that ``template`` renders, as its code alone: comments and docstrings removed (found by
     tokenize and ast, which agree on them in every Python version), then trailing spaces and blank lines."""
-    source = ENV.from_string(template).render(header="")
+    source = ENV.from_string(template).render(header="", erfc=_erfc_context())
     lines = source.splitlines(keepends=True)
     spans = []  # (row, first char, row, char after), 1-based rows
     for token in tokenize.generate_tokens(io.StringIO(source).readline):
@@ -150,7 +151,7 @@ def module_context(d):
     s = d.scalar
     code = RnnPrinter(lower_rnn(d)).sections()
     df_expr, df_arg = (s.df_h, "h") if d.uses_output else (s.df, "E")
-    scalar_imports, scalar_math = scalar_support(*([s.f, s.df] if code["activation_pair_scalar"] else [s.f]))
+    scalar_imports, scalar_math = scalar_support(*([s.f, s.df] if code["activation_pair_scalar"] else [s.f, s.df_h]))
     names = {s.f: "f", s.df: "f'"}  # each formula is written out once, in the module docstring
     if s.gamma is None:
         gamma_value, gamma_note, gamma_text = "None", ": not found", "not found"
@@ -172,6 +173,11 @@ def module_context(d):
         jacobian_max_bytes=JACOBIAN_MAX_BYTES,
         scalar_imports=", ".join(scalar_imports), scalar_math=scalar_math,
     )
+
+
+def _erfc_context():
+    """The support template's erfc: the fits (codegen.support_fits) and their limits as literals."""
+    return dict(erfc_fits(), near_limit=repr(NEAR), far_limit=repr(FAR), k=repr(K))
 
 
 def render_cells(cells):
@@ -399,7 +405,8 @@ def render(derivations, cells=()):
         "__init__.py": ENV.get_template("init.py.jinja").render(
             header=header("init.py.jinja"), names=[d.name for d in derivations], cells=[c.name for c in cells],
             format=format_fingerprint()),
-        "_support.py": ENV.get_template("support.py.jinja").render(header=header("support.py.jinja")),
+        "_support.py": ENV.get_template("support.py.jinja").render(header=header("support.py.jinja"),
+                                                                    erfc=_erfc_context()),
     }
     files.update(render_cells(cells))
     module = ENV.get_template("rnn_module.py.jinja")

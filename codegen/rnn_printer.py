@@ -16,10 +16,13 @@ Numba: the same description as fused loops over (n, i, j), for small N*H*H where
 dominates, its scalar f through codegen.numpy_printer's ScalarKernelPrinter. Every target is given the expressions
 after codegen.passes' numerics passes.
 """
+import re
+
 import sympy as sp
 
 from codegen.inplace_printer import array_program
-from codegen.numpy_printer import pair_prepared, returned, scalar_body, scalar_pair_body, vectorizes
+from codegen.numpy_printer import (elementary_calls, pair_prepared, returned, scalar_body, scalar_pair_body,
+                                   vectorizes)
 from codegen.passes import prepare
 from codegen.rnn_lower import dh_dE_t
 from codegen.text_printer import text
@@ -167,6 +170,17 @@ class RnnPrinter:
             lines += ["if use_numba_blas(BACKEND, N * H * H, NUMBA_BLAS_MAX_WORK):  # compiled, products by BLAS",
                       f"    _forward_blas({call(True)})",
                       f"    return {self.returned('h')}, {cache}"]
+        product = f"{self.matmul(k.step_product.value, out=k.step_product.target)}  # W h_{{t-1}}, rows as batch"
+        lines += ["if use_numba_step(BACKEND, x.dtype, NUMBA_STEP_FORWARD):"
+                  "  # each step's product by NumPy, the rest of it compiled",
+                  f"    {k.step_product.target} = np.empty((N, H), dtype=x.dtype)",
+                  "    W_T, h_prev = W.T, h0",
+                  "    for E_t, h_t in zip(E, h):",
+                  f"        {product}",
+                  f"        _forward_step({self.forward_step_args()}){self.note(k.pre_activation)}; h_t = f(E_t)"
+                  + (", f'(E_t) over E_t" if fused else ""),
+                  "        h_prev = h_t",
+                  f"    return {self.returned('h')}, {cache}"]
         lines += [f"{k.step_product.target} = np.empty((N, H), dtype=x.dtype)"]
         if scratch.scratch:
             inside = "f and f'" if fused else "f"
@@ -174,7 +188,7 @@ class RnnPrinter:
             lines += self.scratch(scratch, "W_h")
         lines += ["W_T, h_prev = W.T, h0",
                   "for E_t, h_t in zip(E, h):  # views of step t (the same array when E is h)",
-                  f"    {self.matmul(k.step_product.value, out=k.step_product.target)}  # W h_{{t-1}}, rows as batch",
+                  f"    {product}",
                   f"    {self.inplace(k.pre_activation.value)}{self.note(k.pre_activation)}"]
         if fused:
             lines += [f"    if for_backward:  # h_t = {self.eq['output']}; then {self.LHS['dh_dE']}{self.eq['dh_dE']},"
@@ -213,33 +227,38 @@ class RnnPrinter:
         kept = k.fused_derivative is not None
         lines = [f"dh = check_backward(dh, cache{', kept=True' if kept else ''})", "x, h0, V, W, b, h, dh_dE = cache",
                  "T, N, D = x.shape", "H = h0.shape[1]"]
+        source = "dh_dE" if kept else "h"  # what the compiled step reads f'(E_t) from
+        carry = f"{self.matmul(k.carry.value, out=k.carry.target)}  # W^T delta_t, rows as batch"
+        lines += ["if use_numba(BACKEND, N * H * H, NUMBA_MAX_WORK):",
+                  f"    delta = derivatives(cache)  # dh_t/dE_t = {self.eq['dh_dE_used']}"
+                  + (", kept by forward" if kept else ""),
+                  "    W_delta = _backward_loop(delta, dh, W)  # the same steps, compiled",
+                  "elif use_numba_blas(BACKEND, N * H * H, NUMBA_BLAS_MAX_WORK):",
+                  "    delta = derivatives(cache)",
+                  "    W_delta = _backward_blas(delta, dh, np.ascontiguousarray(W))"
+                  "  # compiled, products by BLAS",
+                  "elif use_numba_step(BACKEND, x.dtype, NUMBA_STEP_BACKWARD):"
+                  "  # each step's product by NumPy, delta_t compiled",
+                  f"    delta = np.empty_like({source})",
+                  "    W_delta = np.zeros((N, H), dtype=x.dtype)  # W^T delta_{T+1} = 0",
+                  f"    for {source}_t, delta_t, dh_t in zip({source}[::-1], delta[::-1], dh[::-1]):  # t = T, ..., 1",
+                  f"        _backward_step({source}_t, dh_t, W_delta, delta_t){self.note(k.delta)}",
+                  f"        {carry}"]
         if kept:
-            lines += ["if use_numba(BACKEND, N * H * H, NUMBA_MAX_WORK):",
-                      f"    delta = derivatives(cache)  # dh_t/dE_t = {self.eq['dh_dE_used']}, kept by forward",
-                      "    W_delta = _backward_loop(delta, dh, W)  # the same steps, compiled",
-                      "elif use_numba_blas(BACKEND, N * H * H, NUMBA_BLAS_MAX_WORK):",
-                      "    delta = derivatives(cache)",
-                      "    W_delta = _backward_blas(delta, dh, np.ascontiguousarray(W))"
-                      "  # compiled, products by BLAS",
-                      "else:",
+            lines += ["else:",
                       "    delta = np.empty_like(dh_dE)  # filled step by step; the cache's f'(E_t) is only read"]
             loop = "    for dh_dE_t, delta_t, dh_t in zip(dh_dE[::-1], delta[::-1], dh[::-1]):  # t = T, ..., 1"
         else:
-            lines += ["# f'(E_t) for all t at once; delta is then filled in place, step by step",
-                      f"delta = derivatives(cache)  # dh_t/dE_t = {self.eq['dh_dE_used']}",
-                      "if use_numba(BACKEND, N * H * H, NUMBA_MAX_WORK):",
-                      "    W_delta = _backward_loop(delta, dh, W)  # the same steps, compiled",
-                      "elif use_numba_blas(BACKEND, N * H * H, NUMBA_BLAS_MAX_WORK):",
-                      "    W_delta = _backward_blas(delta, dh, np.ascontiguousarray(W))"
-                      "  # compiled, products by BLAS",
-                      "else:"]
+            lines += ["else:",
+                      "    # f'(E_t) for all t at once; delta is then filled in place, step by step",
+                      f"    delta = derivatives(cache)  # dh_t/dE_t = {self.eq['dh_dE_used']}"]
             loop = "    for delta_t, dh_t in zip(delta[::-1], dh[::-1]):  # t = T, ..., 1"
         lines += ["    dL_dh = np.empty((N, H), dtype=x.dtype)",
                   "    W_delta = np.zeros((N, H), dtype=x.dtype)  # W^T delta_{T+1} = 0",
                   loop,
                   f"        {self.inplace(k.dL_dh.value)}{self.note(k.dL_dh)}",
                   f"        {self.inplace(k.delta.value)}{self.note(k.delta)}",
-                  f"        {self.matmul(k.carry.value, out=k.carry.target)}  # W^T delta_t, rows as batch",
+                  f"        {carry}",
                   "delta_rows = delta.reshape(T * N, H)",
                   f"dV = {self.matmul(dV.value)}{self.note(dV)}"]
         lines += self.previous_states(dW)
@@ -350,17 +369,109 @@ class RnnPrinter:
                       "            h_j = h_prev[n, j]",
                       "            for i in range(H):",
                       f"                {E}[t, n, i] += {right}[j, i] * h_j{self.note(k.pre_activation)}"]
-        # f (and f') in double, also for float32 arrays (Numba keeps float32 arithmetic in float32: E*E*E and E**2
-        # would be rounded to float32 inside gelu_tanh's sigmoid and gelu's exp); E_t itself in the array's dtype
         lines += ["        for i in range(H):",
                   f"            acc = np.float64({E}[t, n, i] + {added.name}[n, i]){self.note(k.pre_activation)}"
                   if blas else f"            acc = np.float64({E}[t, n, i])"]
-        if not fused:
-            return lines + [f"            h[t, n, i] = _activation_scalar(acc){self.note(k.output)}"]
-        return lines + ["            if for_backward:  # h_t = f(E_t), and f'(E_t) over E_t",
-                        "                h[t, n, i], E[t, n, i] = _activation_pair_scalar(acc)",
-                        "            else:",
-                        f"                h[t, n, i] = _activation_scalar(acc){self.note(k.output)}"]
+        return lines + self._activation_at("h[t, n, i]", "E[t, n, i]", "            ")
+
+    def _activation_at(self, h, E, indent):
+        """h_t = f(acc) into the element ``h`` (and f'(acc) into ``E`` where it is kept): f (and f') in double, also
+        for float32 arrays (Numba keeps float32 arithmetic in float32: E*E*E and E**2 would be rounded to float32
+        inside gelu_tanh's sigmoid and gelu's exp); E_t itself in the array's dtype."""
+        k = self.k
+        if k.fused_derivative is None:
+            return [f"{indent}{h} = _activation_scalar(acc){self.note(k.output)}"]
+        return [f"{indent}if for_backward:  # h_t = f(E_t), and f'(E_t) over E_t",
+                f"{indent}    {h}, {E} = _activation_pair_scalar(acc)",
+                f"{indent}else:",
+                f"{indent}    {h} = _activation_scalar(acc){self.note(k.output)}"]
+
+    # Numba steps inside NumPy's loop (above NUMBA_BLAS_MAX_WORK: "numba_step") -------------------------------------
+    # "auto" runs the compiled step for the dtypes where NumPy's step makes at least this many passes over the step's
+    # N*H values per elementary function the compiled step evaluates (exp, tanh, ...: numpy_printer.elementary_calls).
+    # NumPy's transcendental ufuncs are SIMD-vectorised, its float32 ones twice as wide as the compiled double forms;
+    # the compiled step makes one pass. Measured (forward alone, medium, compiled steps / NumPy's loop, 25 interleaved
+    # runs; passes/calls): tanh 2/1: 1.09 float64, 1.41 float32; softplus 7/2: 0.93, 1.01; sigmoid 8/1: 0.77, 0.78;
+    # selu 7/1: 0.75, 0.81; silu 16/2: 0.62, 0.82; mish 21/6: 0.91, 1.36; gelu_tanh 24/2: 0.57, 0.59; gelu 32/4:
+    # 0.54, 0.45; relu 2/0: 0.88, 0.86 (bench numbers in the README).
+    STEP_PASSES_PER_CALL = {"float64": 3, "float32": 6}
+    # NumPy passes of generated/_support.py's array functions: sigmoid is abs, negative, exp, comparison, maximum,
+    # add and divide; SciPy's erf, erfc and ndtr are not vectorised (19 ns a value, measured, against about 1 for a
+    # vectorised pass): counted as 20
+    SUPPORT_PASSES = {"sigmoid(": 7, "erf(": 20, "erfc(": 20, "ndtr(": 20}
+
+    def _passes(self, program_lines):
+        """How many passes over a step's values ``program_lines`` make (one a ufunc, more for a support function)."""
+        def passes(line):
+            calls = [n for call, n in self.SUPPORT_PASSES.items() if re.search(rf"(?<![\w.]){re.escape(call)}", line)]
+            return calls[0] if calls else 1
+        return sum(map(passes, program_lines))
+
+    def step_cost(self, backward):
+        """(NumPy's passes over a step's values, elementary functions per value compiled, or None where the
+        compiled step calls the math library): the forward step's h_t = f(E_t) (with f'(E_t) where kept), or the
+        backward step's delta_t (f'(h_t) computed there where it comes from h)."""
+        k = self.k
+        if backward:
+            if k.keep != "h":
+                return 2, 0  # dL/dh_t and delta_t: f'(E_t) read from the cache
+            u = k.df_arg.name
+            program = array_program([(self._in(k.df, k.df_arg, u), "d")], {u}, fresh={"d"})
+            return self._passes(program.lines) + 2, elementary_calls(k.df)
+        if k.fused_derivative is not None:
+            program = self.pair_program(k.output.target, k.fused_derivative.target, "E_t")
+            return self._passes(program.lines) + 1, elementary_calls(k.f, k.df)
+        lines = [line for line in self.output_program().lines if line != "np.copyto(h_t, E_t)"]
+        return self._passes(lines) + 1, elementary_calls(k.f)
+
+    def numba_step_dtypes(self, backward):
+        """The text of NUMBA_STEP_FORWARD (or _BACKWARD): the dtypes "auto" compiles that step for, and why."""
+        passes, calls = self.step_cost(backward)
+        if calls is None:
+            chosen, why = (), f"the compiled step calls the math library one value at a time (NumPy: {passes} passes)"
+        else:
+            chosen = tuple(d for d, ratio in self.STEP_PASSES_PER_CALL.items() if passes >= ratio * calls)
+            why = (f"NumPy: {passes} pass{'' if passes == 1 else 'es'} a step; compiled: {calls} elementary "
+                   f"function{'' if calls == 1 else 's'} a value")
+        return f"{chosen!r}  # {why}"
+
+    def forward_step_args(self):
+        """The arguments of ``_forward_step``, as the template declares them and ``forward`` passes them."""
+        return "E_t, W_h, h_t, for_backward" if self.k.fused_derivative is not None else "h_t, W_h"
+
+    def forward_step(self):
+        """The body of ``_forward_step``: E_t += W h_{t-1} (W_h, NumPy's product) and h_t = f(E_t), with f'(E_t)
+        over E_t where it is kept, element by element in one compiled pass."""
+        k = self.k
+        pre = k.pre_activation.value
+        (added,) = [t for t in _terms(pre.expr) if t != pre.symbol]
+        E = "E_t" if k.fused_derivative is not None else "h_t"  # where f' comes from h, E_t is formed in h_t
+        return [f"N, H = {E}.shape", "for n in range(N):", "    for i in range(H):",
+                f"        acc = np.float64({E}[n, i] + {added.name}[n, i]){self.note(k.pre_activation)}"
+                ] + self._activation_at("h_t[n, i]", "E_t[n, i]", "        ")
+
+    def backward_step_args(self):
+        return f"{'dh_dE_t' if self.k.keep != 'h' else 'h_t'}, dh_t, W_delta, delta_t"
+
+    def backward_step(self):
+        """The body of ``_backward_step``: delta_t = f'(E_t) (g_t + W^T delta_{t+1}) in one compiled pass, f'(E_t)
+        read from the cache or computed from h_t (``_derivative_scalar``, in double)."""
+        k = self.k
+        names = {"dh_t": "dh_t[n, i]", "W_delta": "W_delta[n, i]",
+                 "dh_dE_t": "dh_dE_t[n, i]", "delta_t": "_derivative_scalar(np.float64(h_t[n, i]))"}
+        dL = k.dL_dh.value
+        factors = [f"({self.element(dL.expr, lambda s: names[s.name])})" if t == dL.symbol else names[t.name]
+                   for t in _terms(k.delta.value.expr)]
+        return ["N, H = delta_t.shape", "for n in range(N):", "    for i in range(H):",
+                f"        delta_t[n, i] = {' * '.join(factors)}{self.note(k.delta)}"]
+
+    def numba_derivative(self):
+        """The body of ``_derivative_scalar(h)``: f'(E) from h = f(E) at one float; [] where f' is kept."""
+        k = self.k
+        if k.keep != "h":
+            return []
+        lines, result = scalar_body(k.df, k.df_arg, k.df_arg.name)
+        return lines + [f"return {result}"]
 
     def backward_blas(self):
         """The backward step compiled: delta_t elementwise as in ``backward_loop``, W^T delta_t by BLAS."""
@@ -440,5 +551,9 @@ class RnnPrinter:
                     forward_loop=self.forward_loop(), backward_loop=self.backward_loop(),
                     forward_loop_args=self.forward_compiled_args(False), forward_blas_args=self.forward_compiled_args(True),
                     forward_blas=self.forward_blas(), backward_blas=self.backward_blas(), jacobian=self.jacobian(),
+                    forward_step=self.forward_step(), forward_step_args=self.forward_step_args(),
+                    backward_step=self.backward_step(), backward_step_args=self.backward_step_args(),
+                    derivative_scalar=self.numba_derivative(),
+                    numba_step_forward=self.numba_step_dtypes(False), numba_step_backward=self.numba_step_dtypes(True),
                     derivatives=self.derivatives(), jacobian_products=self.jacobian_products(),
                     pushforward=self.pushforward(), pullback=self.pullback())

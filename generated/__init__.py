@@ -46,7 +46,7 @@ CELLS = (
 # that every module here was generated from (codegen.render.format_fingerprint). A user module in the per-user data
 # folder records its own; one that records another, or none, came from another release of the engine and is
 # refused by load(), since it may import support names that no longer exist or do something else now.
-FORMAT = '27d214daf92b606279d37ac2f68560f475ea583e450b6aef27da417153489777'
+FORMAT = '141d1a0d7e24493e72833f94dcccbb08d9a3a3e21d09d2e205c1728a96d6eb4d'
 
 
 class StaleModuleError(ImportError):

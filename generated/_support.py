@@ -238,10 +238,96 @@ if numba is not None:
         s = 1.0 / (1.0 + z)
         return s if u >= 0.0 else z * s  # NaN: z is NaN
 
-    @numba.njit(cache=True)
+    # erfc(y), y >= 0, from polynomials fitted by codegen/support_fits.py (mpmath, when this module is rendered):
+    # erfc(y) itself up to y = 0.75; beyond, g(y) = y exp(y^2) erfc(y) in t = (y - 2.0)/(y + 2.0), and
+    # erfc(y) = exp(-y^2) g(y)/y. exp(-y^2) with y^2 rounded would be off by 2 y^2 ulp (1400 at y = 26.5): y^2 is
+    # given as q_hi + q_lo with q_hi exact (z^2, z = y with the low 32 bits of its significand cleared, so z^2 needs
+    # 42 bits) and q_lo = (y - z)(y + z) small, and exp(-y^2) = exp(-q_hi) exp(-q_lo)
+    _ERFC_NEAR = 0.75
+    _ERFC_FAR = 27.3  # erfc(y) rounds to 0 in double from here on
+    _ERFC_K = 2.0
+    _HIGH_BITS = -4294967296  # 0xFFFFFFFF00000000 as an int64: clears the low 32 bits of a double
+
+    @numba.njit(cache=True, inline="always", error_model="numpy")
+    def _erfc_near(u):
+        """erfc(y) for 0 <= y <= _ERFC_NEAR: a polynomial in u in [-1, 1] (Horner's rule, written out)."""
+        p = -5.890143145066411e-13
+        p = p * u - 2.260986754552196e-12
+        p = p * u + 4.05919259026275e-11
+        p = p * u + 9.709276872879073e-11
+        p = p * u - 2.297698957942075e-09
+        p = p * u - 2.406075919393722e-09
+        p = p * u + 1.1048828047169506e-07
+        p = p * u - 1.8190943140440834e-08
+        p = p * u - 4.3990677582697445e-06
+        p = p * u + 5.692768783886041e-06
+        p = p * u + 0.00013934231496703009
+        p = p * u - 0.00033723480416679755
+        p = p * u - 0.0032942515606259365
+        p = p * u + 0.012386049290528086
+        p = p * u + 0.051698292690897485
+        p = p * u - 0.36763230357971544
+        p = p * u + 0.5958830905651777
+        return p
+
+    @numba.njit(cache=True, inline="always", error_model="numpy")
+    def _erfc_far(u):
+        """y exp(y^2) erfc(y) for _ERFC_NEAR <= y <= _ERFC_FAR, u from t = (y - K)/(y + K): a polynomial in u in [-1, 1] (Horner's rule, written out)."""
+        p = -1.7122536773034845e-11
+        p = p * u - 8.027937489880194e-12
+        p = p * u + 1.8386856274303741e-10
+        p = p * u + 2.622569782078092e-10
+        p = p * u - 8.641347484938484e-10
+        p = p * u - 2.9835509970288396e-09
+        p = p * u + 3.491924321614931e-10
+        p = p * u + 2.0680239744468064e-08
+        p = p * u + 3.3689081537630335e-08
+        p = p * u - 9.855613356757082e-08
+        p = p * u - 4.127893482881887e-07
+        p = p * u + 2.4602615411548623e-07
+        p = p * u + 3.8531197256041275e-06
+        p = p * u + 1.3306561670388055e-06
+        p = p * u - 3.697801669770293e-05
+        p = p * u - 2.328471779755896e-05
+        p = p * u + 0.0004375099722899426
+        p = p * u - 0.00013346405303008843
+        p = p * u - 0.006304745145343942
+        p = p * u + 0.02734552142119493
+        p = p * u - 0.059535981732878294
+        p = p * u + 0.06461403211501719
+        p = p * u + 0.5374442598137159
+        return p
+
+    @numba.njit(cache=True, inline="always", error_model="numpy")
+    def _erfc_positive(y, q_hi, q_lo):
+        """erfc(y) for y >= 0 (not NaN), with y^2 = q_hi + q_lo, q_hi exact (see above)."""
+        near = _erfc_near(y * 2.6666666666666665 + -1.0)
+        v = min(max(y, _ERFC_NEAR), _ERFC_FAR)  # the far form's y, inside its fit (its value is not taken outside)
+        t = (v - _ERFC_K) / (v + _ERFC_K)
+        far = exp_scalar(-q_hi) * (exp_scalar(-q_lo) * _erfc_far(t * 1.5174199623352165 + -0.3102636534839925) / v)
+        return near if y <= _ERFC_NEAR else (far if y < _ERFC_FAR else 0.0)
+
+    @numba.njit(cache=True, inline="always", error_model="numpy")
+    def erfc_scalar(u):
+        """erfc(u) of one float: erfc(|u|), and 2 - erfc(|u|) for u < 0."""
+        x = np.float64(u)
+        y = abs(x)
+        z = _double_from_bits(_bits_from_double(y) & _HIGH_BITS)
+        e = _erfc_positive(y, z * z, (y - z) * (y + z))
+        r = e if x >= 0.0 else 2.0 - e
+        return r if x == x else x  # NaN stays NaN
+
+    @numba.njit(cache=True, inline="always", error_model="numpy")
     def ndtr_scalar(u):
-        """Phi(u) = erfc(-u/sqrt(2))/2 of one float (accurate in both tails: no 1 + erf cancellation)."""
-        return 0.5 * math.erfc(-u * _SQRT_HALF)
+        """Phi(u) = erfc(-u/sqrt(2))/2 of one float, accurate in both tails: erfc(|u|/sqrt(2))/2 for u <= 0 and 1
+        minus it above (no 1 + erf cancellation), with exp(-u^2/2) from u itself (its square split as in
+        erfc_scalar, then halved exactly: u/sqrt(2) is rounded, its square would be off by u^2 ulp)."""
+        x = np.float64(u)
+        a = abs(x)
+        z = _double_from_bits(_bits_from_double(a) & _HIGH_BITS)
+        p = 0.5 * _erfc_positive(a * _SQRT_HALF, 0.5 * (z * z), 0.5 * ((a - z) * (a + z)))
+        r = p if x <= 0.0 else 1.0 - p
+        return r if x == x else x  # NaN stays NaN
 
     @numba.njit(cache=True, inline="always", error_model="numpy")
     def softplus_scalar(u):
@@ -250,7 +336,7 @@ if numba is not None:
         return max(x, 0.0) + log1p_scalar(exp_scalar(-abs(x))) if x == x else x
 
 
-BACKENDS = ("auto", "numpy", "numba", "numba_blas")
+BACKENDS = ("auto", "numpy", "numba", "numba_blas", "numba_step")
 
 
 def use_numba(backend, work, limit):
@@ -272,6 +358,17 @@ def use_numba_blas(backend, work, limit):
     if backend == "numba_blas" and not NUMBA_BLAS:
         raise ImportError("BACKEND = 'numba_blas' needs Numba and SciPy: pip install numba scipy")
     return NUMBA_BLAS and (backend == "numba_blas" or (backend == "auto" and work <= limit))
+
+
+def use_numba_step(backend, dtype, dtypes):
+    """Whether a kernel runs each step's elementwise work as one compiled call (Numba), its products by NumPy's BLAS
+    (asked after ``use_numba_blas``: above its limit, or without SciPy): "numba_step" forces it; "auto" picks it when
+    Numba is installed and the arrays' ``dtype`` is among ``dtypes`` (the module's NUMBA_STEP_FORWARD or
+    NUMBA_STEP_BACKWARD: where NumPy's step makes few passes for each transcendental function, NumPy's vectorised
+    ufuncs win, float32 ones twice as wide as the compiled double forms)."""
+    if backend == "numba_step" and numba is None:
+        raise ImportError("BACKEND = 'numba_step' needs Numba: pip install numba")
+    return numba is not None and (backend == "numba_step" or (backend == "auto" and np.dtype(dtype).name in dtypes))
 
 
 NUMBA_BLAS = False  # Numba's np.dot calls SciPy's BLAS: the compiled loops that call BLAS need both

@@ -33,7 +33,7 @@ import numpy as np
 
 from generated._support import (Cache, Grads, blas_threads, check_backward, check_forward, check_kept,
                                 check_products_bytes, check_span, check_time, numba, read_only, use_numba,
-                                use_numba_blas)
+                                use_numba_blas, use_numba_step)
 
 if numba is not None:
     from generated._support import expm1_scalar
@@ -41,18 +41,22 @@ if numba is not None:
 NAME = 'selu'
 # the digest of the support modules' code and of this template's (codegen.render.format_fingerprint):
 # generated.load refuses a user module that records another
-FORMAT = '27d214daf92b606279d37ac2f68560f475ea583e450b6aef27da417153489777'
+FORMAT = '141d1a0d7e24493e72833f94dcccbb08d9a3a3e21d09d2e205c1728a96d6eb4d'
 EXPRESSION = '1.0507009873554805*x if x > 0 else 1.7580993408473768*exp(x) - 1.7580993408473768'  # f(x)
 DERIVATIVE = '1.7580993408473768*exp(x) if x <= 0 else 1.0507009873554805'  # f'(x)
 DERIVATIVE_FROM_OUTPUT = 'h + 1.7580993408473768 if h <= 0 else 1.0507009873554805'  # f' in terms of h = f(x), when the backward pass uses it
 USES_OUTPUT = True
 GAMMA = 1.7580993408473768  # sup |f'| (exact)
 # "auto": compiled loops (Numba) for small N*H*H when installed, then compiled loops calling BLAS for each step's
-# product (Numba and SciPy installed) up to NUMBA_BLAS_MAX_WORK, then NumPy; or force "numpy", "numba" or "numba_blas".
+# product (Numba and SciPy installed) up to NUMBA_BLAS_MAX_WORK, then NumPy's loop, each step's elementwise work one
+# compiled call ("numba_step") for the dtypes in NUMBA_STEP_FORWARD and NUMBA_STEP_BACKWARD (Numba installed);
+# or force "numpy", "numba", "numba_blas" or "numba_step".
 # "numba_blas" compiles both passes here: Numba vectorises f (arithmetic, selections, exp, tanh, ...).
 BACKEND = "auto"
 NUMBA_MAX_WORK = 8192  # N*H*H at or below which the compiled loop beats NumPy's per-step calls
 NUMBA_BLAS_MAX_WORK = 262144  # N*H*H up to which that loop runs: its products on one BLAS thread
+NUMBA_STEP_FORWARD = ('float64', 'float32')  # NumPy: 7 passes a step; compiled: 1 elementary function a value
+NUMBA_STEP_BACKWARD = ('float64', 'float32')  # NumPy: 9 passes a step; compiled: 0 elementary functions a value
 JACOBIAN_MAX_BYTES = 2**30  # jacobian_products refuses to allocate more (1 GiB) unless given max_bytes=
 KINKS = (0.0,)  # where f' jumps: finite differences must stay clear
 
@@ -131,6 +135,14 @@ def forward(x, h0, V, W, b, for_backward=True):
     if use_numba_blas(BACKEND, N * H * H, NUMBA_BLAS_MAX_WORK):  # compiled, products by BLAS
         _forward_blas(h, np.ascontiguousarray(h0), np.ascontiguousarray(W))
         return read_only(h), Cache(x, h0, V, W, b, h, None)
+    if use_numba_step(BACKEND, x.dtype, NUMBA_STEP_FORWARD):  # each step's product by NumPy, the rest of it compiled
+        W_h = np.empty((N, H), dtype=x.dtype)
+        W_T, h_prev = W.T, h0
+        for E_t, h_t in zip(E, h):
+            np.matmul(h_prev, W_T, out=W_h)  # W h_{t-1}, rows as batch
+            _forward_step(h_t, W_h)  # E_t = V x_t + W h_{t-1} + b_h; h_t = f(E_t)
+            h_prev = h_t
+        return read_only(h), Cache(x, h0, V, W, b, h, None)
     W_h = np.empty((N, H), dtype=x.dtype)
     # scratch for the values inside f, one ufunc a line
     _s0 = np.empty_like(W_h)
@@ -160,13 +172,21 @@ def backward(dh, cache):
     x, h0, V, W, b, h, dh_dE = cache
     T, N, D = x.shape
     H = h0.shape[1]
-    # f'(E_t) for all t at once; delta is then filled in place, step by step
-    delta = derivatives(cache)  # dh_t/dE_t = diag((1.7580993408473768*exp(E_t) if E_t <= 0 else 1.0507009873554805)), from h_t
     if use_numba(BACKEND, N * H * H, NUMBA_MAX_WORK):
+        delta = derivatives(cache)  # dh_t/dE_t = diag((1.7580993408473768*exp(E_t) if E_t <= 0 else 1.0507009873554805)), from h_t
         W_delta = _backward_loop(delta, dh, W)  # the same steps, compiled
     elif use_numba_blas(BACKEND, N * H * H, NUMBA_BLAS_MAX_WORK):
+        delta = derivatives(cache)
         W_delta = _backward_blas(delta, dh, np.ascontiguousarray(W))  # compiled, products by BLAS
+    elif use_numba_step(BACKEND, x.dtype, NUMBA_STEP_BACKWARD):  # each step's product by NumPy, delta_t compiled
+        delta = np.empty_like(h)
+        W_delta = np.zeros((N, H), dtype=x.dtype)  # W^T delta_{T+1} = 0
+        for h_t, delta_t, dh_t in zip(h[::-1], delta[::-1], dh[::-1]):  # t = T, ..., 1
+            _backward_step(h_t, dh_t, W_delta, delta_t)  # delta_t = diag((1.7580993408473768*exp(E_t) if E_t <= 0 else 1.0507009873554805)) (g_t + W^T delta_{t+1})
+            np.matmul(delta_t, W, out=W_delta)  # W^T delta_t, rows as batch
     else:
+        # f'(E_t) for all t at once; delta is then filled in place, step by step
+        delta = derivatives(cache)  # dh_t/dE_t = diag((1.7580993408473768*exp(E_t) if E_t <= 0 else 1.0507009873554805)), from h_t
         dL_dh = np.empty((N, H), dtype=x.dtype)
         W_delta = np.zeros((N, H), dtype=x.dtype)  # W^T delta_{T+1} = 0
         for delta_t, dh_t in zip(delta[::-1], dh[::-1]):  # t = T, ..., 1
@@ -247,6 +267,29 @@ if numba is not None:
                     delta[t, n, i] *= dh[t, n, i] + W_delta[n, i]  # delta_t = diag((1.7580993408473768*exp(E_t) if E_t <= 0 else 1.0507009873554805)) (g_t + W^T delta_{t+1})
             np.dot(delta[t], W, W_delta)  # W^T delta_t, rows as batch
         return W_delta
+
+    @numba.njit(cache=True, inline="always", error_model="numpy")  # inlined: the loops' flags apply
+    def _derivative_scalar(h):
+        """f'(E) from h = f(E) for one float."""
+        return (1.0507009873554805 if (h > 0) else h + 1.7580993408473768)
+
+    @numba.njit(cache=True, fastmath={"contract"}, error_model="numpy")  # as _forward_loop
+    def _forward_step(h_t, W_h):
+        """One step of forward's NumPy loop after its product W_h = W h_{t-1}, in one pass: h_t holds V x_t + b_h and
+        becomes h_t."""
+        N, H = h_t.shape
+        for n in range(N):
+            for i in range(H):
+                acc = np.float64(h_t[n, i] + W_h[n, i])  # E_t = V x_t + W h_{t-1} + b_h
+                h_t[n, i] = _activation_scalar(acc)  # h_t = (1.0507009873554805*E_t if E_t > 0 else 1.7580993408473768*exp(E_t) - 1.7580993408473768)
+
+    @numba.njit(cache=True, fastmath={"contract"}, error_model="numpy")  # as _forward_loop
+    def _backward_step(h_t, dh_t, W_delta, delta_t):
+        """One step of backward's NumPy loop before its product W^T delta_t, in one pass: delta_t receives delta_t."""
+        N, H = delta_t.shape
+        for n in range(N):
+            for i in range(H):
+                delta_t[n, i] = _derivative_scalar(np.float64(h_t[n, i])) * (dh_t[n, i] + W_delta[n, i])  # delta_t = diag((1.7580993408473768*exp(E_t) if E_t <= 0 else 1.0507009873554805)) (g_t + W^T delta_{t+1})
 
 
 def step_forward(x_t, h_prev, V, W, b):

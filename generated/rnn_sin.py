@@ -33,23 +33,27 @@ import numpy as np
 
 from generated._support import (Cache, Grads, blas_threads, check_backward, check_forward, check_kept,
                                 check_products_bytes, check_span, check_time, numba, read_only, use_numba,
-                                use_numba_blas)
+                                use_numba_blas, use_numba_step)
 
 NAME = 'sin'
 # the digest of the support modules' code and of this template's (codegen.render.format_fingerprint):
 # generated.load refuses a user module that records another
-FORMAT = '27d214daf92b606279d37ac2f68560f475ea583e450b6aef27da417153489777'
+FORMAT = '141d1a0d7e24493e72833f94dcccbb08d9a3a3e21d09d2e205c1728a96d6eb4d'
 EXPRESSION = 'sin(x)'  # f(x)
 DERIVATIVE = 'cos(x)'  # f'(x)
 DERIVATIVE_FROM_OUTPUT = None  # f' in terms of h = f(x), when the backward pass uses it
 USES_OUTPUT = False
 GAMMA = 1.0  # sup |f'| (exact)
 # "auto": compiled loops (Numba) for small N*H*H when installed, then compiled loops calling BLAS for each step's
-# product (Numba and SciPy installed) up to NUMBA_BLAS_MAX_WORK, then NumPy; or force "numpy", "numba" or "numba_blas".
+# product (Numba and SciPy installed) up to NUMBA_BLAS_MAX_WORK, then NumPy's loop, each step's elementwise work one
+# compiled call ("numba_step") for the dtypes in NUMBA_STEP_FORWARD and NUMBA_STEP_BACKWARD (Numba installed);
+# or force "numpy", "numba", "numba_blas" or "numba_step".
 # "numba_blas" compiles the backward pass only: f calls the math library, which Numba calls one value at a time.
 BACKEND = "auto"
 NUMBA_MAX_WORK = 8192  # N*H*H at or below which the compiled loop beats NumPy's per-step calls
 NUMBA_BLAS_MAX_WORK = 262144  # N*H*H up to which that loop runs: its products on one BLAS thread
+NUMBA_STEP_FORWARD = ()  # the compiled step calls the math library one value at a time (NumPy: 3 passes)
+NUMBA_STEP_BACKWARD = ('float64', 'float32')  # NumPy: 2 passes a step; compiled: 0 elementary functions a value
 JACOBIAN_MAX_BYTES = 2**30  # jacobian_products refuses to allocate more (1 GiB) unless given max_bytes=
 KINKS = ()  # where f' jumps: finite differences must stay clear
 
@@ -108,6 +112,14 @@ def forward(x, h0, V, W, b, for_backward=True):
     if use_numba(BACKEND, N * H * H, NUMBA_MAX_WORK):  # the same steps, compiled
         _forward_loop(E, h, np.ascontiguousarray(h0), np.ascontiguousarray(W.T), for_backward)
         return read_only(h), Cache(x, h0, V, W, b, h, E if for_backward else None)
+    if use_numba_step(BACKEND, x.dtype, NUMBA_STEP_FORWARD):  # each step's product by NumPy, the rest of it compiled
+        W_h = np.empty((N, H), dtype=x.dtype)
+        W_T, h_prev = W.T, h0
+        for E_t, h_t in zip(E, h):
+            np.matmul(h_prev, W_T, out=W_h)  # W h_{t-1}, rows as batch
+            _forward_step(E_t, W_h, h_t, for_backward)  # E_t = V x_t + W h_{t-1} + b_h; h_t = f(E_t), f'(E_t) over E_t
+            h_prev = h_t
+        return read_only(h), Cache(x, h0, V, W, b, h, E if for_backward else None)
     W_h = np.empty((N, H), dtype=x.dtype)
     W_T, h_prev = W.T, h0
     for E_t, h_t in zip(E, h):  # views of step t (the same array when E is h)
@@ -138,6 +150,12 @@ def backward(dh, cache):
     elif use_numba_blas(BACKEND, N * H * H, NUMBA_BLAS_MAX_WORK):
         delta = derivatives(cache)
         W_delta = _backward_blas(delta, dh, np.ascontiguousarray(W))  # compiled, products by BLAS
+    elif use_numba_step(BACKEND, x.dtype, NUMBA_STEP_BACKWARD):  # each step's product by NumPy, delta_t compiled
+        delta = np.empty_like(dh_dE)
+        W_delta = np.zeros((N, H), dtype=x.dtype)  # W^T delta_{T+1} = 0
+        for dh_dE_t, delta_t, dh_t in zip(dh_dE[::-1], delta[::-1], dh[::-1]):  # t = T, ..., 1
+            _backward_step(dh_dE_t, dh_t, W_delta, delta_t)  # delta_t = diag(f'(E_t)) (g_t + W^T delta_{t+1})
+            np.matmul(delta_t, W, out=W_delta)  # W^T delta_t, rows as batch
     else:
         delta = np.empty_like(dh_dE)  # filled step by step; the cache's f'(E_t) is only read
         dL_dh = np.empty((N, H), dtype=x.dtype)
@@ -214,6 +232,27 @@ if numba is not None:
                     delta[t, n, i] *= dh[t, n, i] + W_delta[n, i]  # delta_t = diag(f'(E_t)) (g_t + W^T delta_{t+1})
             np.dot(delta[t], W, W_delta)  # W^T delta_t, rows as batch
         return W_delta
+
+    @numba.njit(cache=True, fastmath={"contract"}, error_model="numpy")  # as _forward_loop
+    def _forward_step(E_t, W_h, h_t, for_backward):
+        """One step of forward's NumPy loop after its product W_h = W h_{t-1}, in one pass: E_t becomes E_t, then
+        f'(E_t) when ``for_backward``; h_t receives h_t."""
+        N, H = E_t.shape
+        for n in range(N):
+            for i in range(H):
+                acc = np.float64(E_t[n, i] + W_h[n, i])  # E_t = V x_t + W h_{t-1} + b_h
+                if for_backward:  # h_t = f(E_t), and f'(E_t) over E_t
+                    h_t[n, i], E_t[n, i] = _activation_pair_scalar(acc)
+                else:
+                    h_t[n, i] = _activation_scalar(acc)  # h_t = f(E_t)
+
+    @numba.njit(cache=True, fastmath={"contract"}, error_model="numpy")  # as _forward_loop
+    def _backward_step(dh_dE_t, dh_t, W_delta, delta_t):
+        """One step of backward's NumPy loop before its product W^T delta_t, in one pass: delta_t receives delta_t."""
+        N, H = delta_t.shape
+        for n in range(N):
+            for i in range(H):
+                delta_t[n, i] = dh_dE_t[n, i] * (dh_t[n, i] + W_delta[n, i])  # delta_t = diag(f'(E_t)) (g_t + W^T delta_{t+1})
 
 
 def step_forward(x_t, h_prev, V, W, b):

@@ -23,20 +23,21 @@ def module(request):
     return generated.load(request.param)
 
 
-TARGETS = ("numpy", "numba", "numba_blas")
+TARGETS = ("numpy", "numba", "numba_blas", "numba_step")
 
 
 @pytest.fixture(params=[(name, target) for name in generated.ACTIVATIONS for target in TARGETS],
                 ids=lambda p: f"{p[0]}-{p[1]}")
 def kernel(request):
-    """Each generated module with each target forced (ids ``tanh-numpy``, ``tanh-numba``, ``tanh-numba_blas``): the
+    """Each generated module with each target forced (ids ``tanh-numpy``, ``tanh-numba``, ``tanh-numba_step``, ...): the
     test runs that target whatever its problem size, instead of the size-based dispatch (which sends the small
     problems of tests to Numba where it is installed). The compiled targets are skipped, saying so, where Numba (and
     for numba_blas SciPy) is not installed. numba_blas compiles the backward pass of every activation and the forward
-    pass where ``_forward_blas`` exists (f vectorises); elsewhere its forward is NumPy's."""
+    pass where ``_forward_blas`` exists (f vectorises); elsewhere its forward is NumPy's. numba_step is NumPy's loops
+    with each step's elementwise work compiled (``_forward_step``, ``_backward_step``), in every module."""
     name, target = request.param
     module = generated.load(name)
-    if target == "numba" and module.numba is None:
+    if target in ("numba", "numba_step") and module.numba is None:
         pytest.skip("Numba (the fast extra) is not installed: the compiled target is not tested")
     if target == "numba_blas" and not generated._support.NUMBA_BLAS:
         pytest.skip("Numba and SciPy (the fast extra) are not both installed: the compiled BLAS target is not tested")

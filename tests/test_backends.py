@@ -57,6 +57,6 @@ def test_auto_dispatch_picks_by_size(monkeypatch):
 
 def test_unknown_backend_is_refused(backend):
     backend.BACKEND = "fortran"
-    refusal = "BACKEND must be one of 'auto', 'numpy', 'numba', 'numba_blas', got 'fortran'"
+    refusal = "BACKEND must be one of 'auto', 'numpy', 'numba', 'numba_blas', 'numba_step', got 'fortran'"
     with pytest.raises(ValueError, match=refusal):
         backend.forward(*rnn_inputs(2, 1, 2, 3))

@@ -222,3 +222,23 @@ def test_a_kinked_activation_in_float32_tolerates_one_flipped_branch_but_not_a_w
     wrong = (good[0], good[1], good[2] * 1.1, *good[3:])  # a wrong slope or layout: off everywhere
     with pytest.raises(AssertionError, match="dV"):
         check_agree("relu peer", wrong, good, np.float32, kinked=True)
+
+
+def test_the_targets_side_by_side_run_and_refuse_a_target_that_disagrees(capsys, monkeypatch):
+    """``python -m bench.steps`` (the measurements behind NUMBA_STEP_FORWARD / _BACKWARD): a row per activation, size
+    and dtype with the two ratios and what "auto" runs; a target whose gradients differ from NumPy's is named."""
+    pytest.importorskip("numba", reason="Numba (the fast extra) is not installed: no compiled target to time")
+    import generated
+    from bench import steps
+
+    steps.main(["--activations", "relu,gelu", "--sizes", "tiny", "--repeats", "1"])
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()[2:]]
+    assert [r[:3] for r in rows] == [[n, "tiny", d] for n in ("relu", "gelu") for d in ("float32", "float64")]
+    assert all(float(r[3]) > 0 and float(r[6]) > 0 and r[5] in ("step", "numpy") for r in rows)
+    gelu = generated.load("gelu")
+    real = gelu._backward_step
+    monkeypatch.setattr(gelu, "_backward_step", lambda d, dh, Wd, delta: (real(d, dh, Wd, delta), delta.__imul__(2)))
+    with pytest.raises(AssertionError, match="gelu tiny float64: numba_step's dW differs"):
+        steps.compare("gelu", "tiny", np.float64, "numba_step", 1)
+    with pytest.raises(SystemExit):
+        steps.main(["--activations", "nope"])

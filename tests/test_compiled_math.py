@@ -1,5 +1,5 @@
-"""The support module's scalar functions for the compiled loops (exp, expm1, log1p, tanh, sigmoid, softplus written
-so that LLVM vectorises the loops around them) against mpmath, in double, over their whole range: within the ulps
+"""The support module's scalar functions for the compiled loops (exp, expm1, log1p, tanh, sigmoid, softplus, erfc and
+ndtr, written so that LLVM vectorises the loops around them) against mpmath, in double, over their whole range: within the ulps
 below wherever the exact value is a normal double; overflow, underflow to 0 and subnormal results, +-inf, NaN and
 -0 as the math library gives them; and the loops around them in vector code. Skipped, naming the extra, without
 Numba."""
@@ -17,17 +17,22 @@ from generated import _support as support  # noqa: E402
 
 # the worst measured, rounded up by about half an ulp: exp 1.00 (at 0.405), expm1 1.10 (-1.03, just past where the
 # series hands over to the reduction), log1p 0.94, tanh 2.01 (0.233: -t/(t + 2), musl's 2-ulp branch), sigmoid 2.45
-# (z (1/(1 + z)), two roundings), softplus 1.42; over the points below and 60000 more on [-3, 3] / [-6, 6]
-BOUND_ULP = {"exp": 1.5, "expm1": 1.5, "log1p": 1.5, "tanh": 2.5, "sigmoid": 3.0, "softplus": 2.0}
+# (z (1/(1 + z)), two roundings), softplus 1.42, erfc 3.19 (1.89: exp(-q_hi) exp(-q_lo) g/y, four roundings; libm's
+# erfc 2.93 on the same points), ndtr 3.61 (-28.5; SciPy's ndtr, which squares a rounded u/sqrt(2), is off by
+# hundreds of ulp there); over the points below and 60000 more on [-3, 3] / [-6, 6]
+BOUND_ULP = {"exp": 1.5, "expm1": 1.5, "log1p": 1.5, "tanh": 2.5, "sigmoid": 3.0, "softplus": 2.0, "erfc": 3.75,
+             "ndtr": 4.0}
 EXACT = {"exp": mpmath.exp, "expm1": mpmath.expm1, "log1p": mpmath.log1p, "tanh": mpmath.tanh,
-         "sigmoid": lambda u: 1 / (1 + mpmath.exp(-u)), "softplus": lambda u: mpmath.log1p(mpmath.exp(u))}
+         "sigmoid": lambda u: 1 / (1 + mpmath.exp(-u)), "softplus": lambda u: mpmath.log1p(mpmath.exp(u)),
+         "erfc": mpmath.erfc, "ndtr": lambda u: mpmath.erfc(-u / mpmath.sqrt(2)) / 2}
 RANGE = {"exp": (-750, 715), "expm1": (-50, 710), "log1p": (-1, 1e6), "tanh": (-30, 30), "sigmoid": (-800, 800),
-         "softplus": (-800, 800)}
+         "softplus": (-800, 800), "erfc": (-10, 28), "ndtr": (-40, 12)}
 # where each form switches (reduction bands, branches) and the worst inputs found
 EDGES = [0.3465, 0.3466, -0.3466, 1.0397, -1.0397, -1.0317833401290457, 0.9963447474706042, 1.0, -1.0, 0.5,
          0.25541281188299536, 0.5493061443340549, 0.5104244468170747, 0.23309444391823764, 0.40525327902255626,
          -3.4448758406297166, -1.287127257191865, 19.06, -19.06, 709.78, -708.4, -745.1, -0.9999999999999999,
-         0.41421356, -0.29289321]
+         0.41421356, -0.29289321, 0.75, -0.75, 1.0606601717798212, -1.0606601717798212, 1.8932269684488219,
+         -28.47416452048725, 26.5, 27.2, 27.3, -37.5, -38.4]
 
 
 def _compiled(name):
@@ -84,6 +89,10 @@ SPECIAL = {  # the math library's values (math.exp, math.expm1, math.log1p, math
     "sigmoid": [(np.nan, np.nan), (np.inf, 1.0), (-np.inf, 0.0), (800.0, 1.0), (-800.0, 0.0), (0.0, 0.5)],
     "softplus": [(np.nan, np.nan), (np.inf, np.inf), (-np.inf, 0.0), (800.0, 800.0), (-800.0, 0.0),
                  (0.0, math.log(2.0))],
+    "erfc": [(np.nan, np.nan), (np.inf, 0.0), (-np.inf, 2.0), (0.0, 1.0), (-0.0, 1.0), (27.3, 0.0), (30.0, 0.0),
+             (-30.0, 2.0), (1e300, 0.0)],
+    "ndtr": [(np.nan, np.nan), (np.inf, 1.0), (-np.inf, 0.0), (0.0, 0.5), (-0.0, 0.5), (-40.0, 0.0), (9.0, 1.0),
+             (1e300, 1.0), (-1e300, 0.0)],
 }
 
 
@@ -99,6 +108,7 @@ def test_special_values_as_the_math_library_gives_them(name):
 X86 = pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"),
                          reason="reads x86 instruction names in the compiled code")
 PACKED_DOUBLE = r"\bv?(?:mul|add|sub|fmadd\d*|div)pd\b"  # mulpd, vaddpd, vfmadd231pd, vdivpd: any vector width
+PACKED = r"\bv?(?:mul|add|sub|fmadd\d*|div)p[sd]\b"  # the same, double or single
 
 
 @X86
@@ -115,7 +125,7 @@ def test_the_loop_around_each_is_vector_code(name):
 
 
 @X86
-@pytest.mark.parametrize("name", ["tanh", "sigmoid", "silu", "gelu_tanh"])
+@pytest.mark.parametrize("name", ["tanh", "sigmoid", "silu", "gelu_tanh", "gelu"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_the_kernels_compiled_forward_step_is_vector_code(name, dtype):
     """The same in the generated kernels' _forward_blas, compiled afresh from its source with its own options (the
@@ -135,3 +145,24 @@ def test_the_kernels_compiled_forward_step_is_vector_code(name, dtype):
         :kernel.py_func.__code__.co_argcount] else args))
     packed = re.findall(PACKED_DOUBLE, fresh.inspect_asm(fresh.signatures[0]))
     assert len(packed) >= 8, f"{len(packed)} packed double operations"
+
+
+@X86
+@pytest.mark.parametrize("name", ["sigmoid", "silu", "gelu_tanh", "selu", "softplus"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_kernels_compiled_steps_are_vector_code(name, dtype):
+    """The same for the steps "numba_step" runs inside NumPy's loops: ``_forward_step`` (E is h for sigmoid, selu and
+    softplus; f and f' in one pass for silu and gelu_tanh) and ``_backward_step`` (f'(h) computed there, in double,
+    where it comes from h; the kept f'(E_t) read where not: float32 arithmetic there, packed single operations)."""
+    import generated
+
+    module = generated.load(name)
+    N, H = 3, 16
+    a = np.zeros((N, H), dtype=dtype)
+    for kernel, args in ((module._forward_step, (a, a.copy(), a.copy(), True) if not module.USES_OUTPUT
+                          else (a, a.copy())), (module._backward_step, (a, a.copy(), a.copy(), a.copy()))):
+        options = {k: v for k, v in kernel.targetoptions.items() if k not in ("cache", "nopython")}
+        fresh = numba.njit(**options)(kernel.py_func)
+        fresh(*args)
+        packed = re.findall(PACKED, fresh.inspect_asm(fresh.signatures[0]))
+        assert len(packed) >= 4, f"{kernel.py_func.__name__}: {len(packed)} packed operations"

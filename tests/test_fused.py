@@ -60,7 +60,7 @@ def test_one_pass_is_f_and_f_prime_to_30_digits(name):
 
 
 @pytest.mark.parametrize("name", KEPT)
-@pytest.mark.parametrize("backend", ["numpy", "numba", "numba_blas"])
+@pytest.mark.parametrize("backend", ["numpy", "numba", "numba_blas", "numba_step"])
 def test_the_cache_keeps_f_prime_of_E_and_backward_only_reads_it(name, backend, monkeypatch):
     """cache.dh_dE[t] is f'(E_t) with E_t = x_t V^T + h_{t-1} W^T + b recomputed here (float64, 1e-12 relative:
     the recomputed E_t differs from forward's by the order of its sums, a few ulp); backward twice gives the same
@@ -85,7 +85,7 @@ def test_the_cache_keeps_f_prime_of_E_and_backward_only_reads_it(name, backend, 
 
 
 @pytest.mark.parametrize("name", generated.ACTIVATIONS)
-@pytest.mark.parametrize("backend", ["numpy", "numba", "numba_blas"])
+@pytest.mark.parametrize("backend", ["numpy", "numba", "numba_blas", "numba_step"])
 def test_forward_for_inference_keeps_no_derivative(name, backend, monkeypatch):
     """forward(..., for_backward=False) gives the same h (to 4 eps: f alone, not the shared pass) and, where f' is
     kept, a cache without it, which backward and derivatives refuse saying why; where f' comes from h, it changes

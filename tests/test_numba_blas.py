@@ -16,8 +16,8 @@ import generated._support as support  # noqa: E402
 from tests.conftest import rnn_inputs  # noqa: E402
 
 # f (and f' where it is kept) vectorise in Numba: arithmetic, selections and the support module's exp, expm1, log1p,
-# tanh; gelu (erfc) and sin call the math library one value at a time and keep NumPy's forward
-NOT_VECTORISED = {"gelu", "sin"}
+# tanh, erfc and ndtr; sin calls the math library one value at a time and keeps NumPy's forward
+NOT_VECTORISED = {"sin"}
 
 
 def _run(module, backend, args, dh):
@@ -47,12 +47,13 @@ def test_the_compiled_blas_loops_give_the_numpy_loops_results(name):
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-12 * np.abs(want).max(), err_msg=label)
 
 
-@pytest.mark.parametrize("name, forward_compiled", [("relu", True), ("tanh", True), ("silu", True), ("gelu", False),
+@pytest.mark.parametrize("name, forward_compiled", [("relu", True), ("tanh", True), ("silu", True), ("gelu", True),
                                                      ("sin", False)])
 def test_auto_takes_the_blas_loops_between_the_two_limits(name, forward_compiled, monkeypatch):
     """N*H*H = 4 * 256 * 256 = 2^18 is NUMBA_BLAS_MAX_WORK itself: "auto" runs _backward_blas, and _forward_blas
-    where f vectorises (relu; tanh through the support module's tanh; silu, whose f' is kept, with it; gelu and sin
-    call the math library: NumPy's forward); one row more, 5 * 256 * 256, is past it and neither runs."""
+    where f vectorises (relu; tanh through the support module's tanh; silu, whose f' is kept, with it; gelu through
+    its ndtr; sin calls the math library: NumPy's forward); one row more, 5 * 256 * 256, is past it and neither
+    runs."""
     module = generated.load(name)
     assert module.NUMBA_MAX_WORK < 4 * 256 * 256 == module.NUMBA_BLAS_MAX_WORK
     assert hasattr(module, "_forward_blas") == (name not in NOT_VECTORISED) == forward_compiled

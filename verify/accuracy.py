@@ -119,16 +119,18 @@ def _worst(errors, points):
     return float(errors[i]), float(points[i])
 
 
-TARGETS = ("numpy", "numba", "numba_blas")
+TARGETS = ("numpy", "numba", "numba_blas", "numba_step")
 
 
 def computed(module, E, target="numpy"):
     """(f, the backward's f') as the generated ``module`` computes them at the points ``E`` (an array of the dtype).
 
     "numpy": ``activation_and_derivative``, what the NumPy forward step computes (f' from h where it is taken from
-    the output). "numba", "numba_blas": one step of that compiled forward loop with E_1 = the points (x = E, V = 1,
-    W = 0, b = 0, h0 = 0: one unit, a batch of len(E) rows, so E_1 is E exactly), then ``derivatives`` of its cache
-    (the loop's own f' where it is kept; NumPy's f'(h) where f' is taken from h).
+    the output). "numba", "numba_blas", "numba_step": one step of that target's forward with E_1 = the points
+    (x = E, V = 1, W = 0, b = 0, h0 = 0: one unit, a batch of len(E) rows, so E_1 is E exactly), then its backward
+    with dL/dh_1 = 1, whose dx_1 = delta_1 V = f'(E_1) exactly: the f' that target's backward multiplies by (the
+    forward's own where it is kept; where it comes from h, NumPy's f'(h) for "numba" and "numba_blas", the compiled
+    step's for "numba_step").
     """
     if target == "numpy":
         return module.activation_and_derivative(E)
@@ -138,9 +140,10 @@ def computed(module, E, target="numpy"):
     try:
         h, cache = module.forward(E.reshape(1, -1, 1), np.zeros((E.size, 1), dtype=E.dtype), one, zero,
                                   np.zeros(1, dtype=E.dtype))
+        d = module.backward(np.ones_like(h), cache).dx
     finally:
         module.BACKEND = saved
-    return h.reshape(-1), module.derivatives(cache).reshape(-1)
+    return h.reshape(-1), d.reshape(-1)
 
 
 def measure(module, f, df, dtype, points=None, references=None, target="numpy"):
