@@ -71,7 +71,10 @@ def main(argv=None):
     bad = [s for s in sizes if s not in SIZES]
     if bad:
         p.error(f"unknown size(s) {', '.join(bad)}; known: {', '.join(SIZES)}")
-    dtypes = [{"float32": np.float32, "float64": np.float64}[d] for d in args.dtypes.split(",")]
+    known = {"float32": np.float32, "float64": np.float64}
+    if any(d not in known for d in args.dtypes.split(",")):
+        p.error(f"--dtypes {args.dtypes}: float32 and/or float64")
+    dtypes = [known[d] for d in args.dtypes.split(",")]
     print(f"{args.target} / numpy, medians of {args.repeats} interleaved runs (auto: what BACKEND 'auto' runs "
           "above small for that pass)")
     print(f"{'activation':10s} {'size':6s} {'dtype':7s} {'forward':>8s} {'(numpy ms)':>10s} {'auto':>5s} "

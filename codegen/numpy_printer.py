@@ -190,11 +190,13 @@ class ScalarKernelPrinter(KernelPrinter):
     def _print_Abs(self, expr):
         return f"abs({self._print(expr.args[0])})"
 
+    # Numba's min(a, b) and max(a, b) give a when the comparison fails: NaN passes only as the first argument, so
+    # the numbers (saturate's bounds) go last
     def _print_Max(self, expr):
-        return self._binary_reduce("max", expr.args)
+        return self._binary_reduce("max", sorted(expr.args, key=lambda a: a.is_number))
 
     def _print_Min(self, expr):
-        return self._binary_reduce("min", expr.args)
+        return self._binary_reduce("min", sorted(expr.args, key=lambda a: a.is_number))
 
 
 def scalar_body(expr, arg, argname):
@@ -204,11 +206,18 @@ def scalar_body(expr, arg, argname):
 
 def scalar_pair_body(f, df, arg, argname):
     """f and f' (both in the symbol ``arg``) at one float in one body, their common subexpressions once (silu's
-    sigmoid, gelu's Phi): (assignments, f's result, f''s result)."""
+    sigmoid, gelu's Phi: f's saturated terms take f''s clamp, as in ``pair_prepared``): (assignments, f's result,
+    f''s result)."""
     symbol = sp.Symbol(argname, real=True)
-    lines, (f_result, df_result) = _bodies(ScalarKernelPrinter(), [prepare_scalar(e).subs(arg, symbol)
-                                                                   for e in (f, df)])
+    lines, (f_result, df_result) = _bodies(ScalarKernelPrinter(), [e.subs(arg, symbol)
+                                                                   for e in scalar_pair_prepared(f, df)])
     return lines, f_result, df_result
+
+
+def scalar_pair_prepared(f, df):
+    """f and f' as ``scalar_pair_body`` prints them: the scalar passes, f's saturated terms with f''s clamp."""
+    f_prepared, df_prepared = prepare_scalar(f), prepare_scalar(df)
+    return [share_saturated(f_prepared, df_prepared), df_prepared]
 
 
 def _functions(expr):
@@ -244,12 +253,12 @@ ELEMENTARY_CALLS = {sp.exp: 1, expm1: 1, log1p: 1, sp.tanh: 1, sigmoid: 1, softp
 
 
 def elementary_calls(*exprs):
-    """How many elementary functions the scalar forms of ``exprs``, written together (``scalar_pair_body``: their
-    common subexpressions once), evaluate per element; None where one of them does not vectorise (``vectorizes``)."""
+    """How many elementary functions the scalar form of f, or of f and f' written together (``scalar_pair_body``:
+    their common subexpressions once), evaluates per element; None where one does not vectorise (``vectorizes``)."""
     if not all(vectorizes(e) for e in exprs):
         return None
-    replacements, reduced = sp.cse([prepare_scalar(e) for e in exprs], symbols=sp.numbered_symbols("_tmp"),
-                                   order="canonical")
+    prepared = scalar_pair_prepared(*exprs) if len(exprs) == 2 else [prepare_scalar(e) for e in exprs]
+    replacements, reduced = sp.cse(prepared, symbols=sp.numbered_symbols("_tmp"), order="canonical")
     total = 0
     for e in [value for _, value in replacements] + list(reduced):
         for call in sp.preorder_traversal(e):
@@ -267,7 +276,7 @@ def returned(name):
 
 def vectorizes(expr):
     """Whether ``expr``'s scalar form (``scalar_body``) is arithmetic, comparisons, selections, |u|, max and min,
-    integer powers and the support module's exp, expm1, log1p, tanh, sigmoid and softplus only: what LLVM turns
+    integer powers and the support module's exp, expm1, log1p, tanh, sigmoid, softplus, erfc and ndtr only: what LLVM turns
     into vector code inside a Numba loop. A call of the math library (erf, sin, a real power, ...) is made one value
     at a time there (Numba's LLVM has no SVML here)."""
     prepared = prepare_scalar(expr)

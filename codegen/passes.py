@@ -441,8 +441,9 @@ def prepare(expr):
 
 
 def prepare_scalar(expr):
-    """The passes for the scalar printer: only the selected branch of a conditional runs, so nothing is clamped."""
-    return float_constants(nan_through(stable_forms(expr)))
+    """The passes for the scalar printer: only the selected branch of a conditional runs, so no branch is clamped;
+    ``saturate``'s clamp stays (gelu's and gelu_tanh's f' would be inf * 0 = NaN at infinite E)."""
+    return float_constants(nan_through(saturate(stable_forms(expr))))
 
 
 # --- one pass for f and f' (the forward step that keeps f'(E_t)) ----------------------------------------------------

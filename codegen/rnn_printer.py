@@ -392,7 +392,7 @@ class RnnPrinter:
     # NumPy's transcendental ufuncs are SIMD-vectorised, its float32 ones twice as wide as the compiled double forms;
     # the compiled step makes one pass. Measured (forward alone, medium, compiled steps / NumPy's loop, 25 interleaved
     # runs; passes/calls): tanh 2/1: 1.09 float64, 1.41 float32; softplus 7/2: 0.93, 1.01; sigmoid 8/1: 0.77, 0.78;
-    # selu 7/1: 0.75, 0.81; silu 16/2: 0.62, 0.82; mish 21/6: 0.91, 1.36; gelu_tanh 24/2: 0.57, 0.59; gelu 32/4:
+    # selu 7/1: 0.75, 0.81; silu 16/2: 0.62, 0.82; mish 21/6: 0.91, 1.36; gelu_tanh 24/2: 0.57, 0.59; gelu 31/4:
     # 0.54, 0.45; relu 2/0: 0.88, 0.86 (bench numbers in the README).
     STEP_PASSES_PER_CALL = {"float64": 3, "float32": 6}
     # NumPy passes of generated/_support.py's array functions: sigmoid is abs, negative, exp, comparison, maximum,

@@ -240,7 +240,7 @@ if numba is not None:
 
     # erfc(y), y >= 0, from polynomials fitted by codegen/support_fits.py (mpmath, when this module is rendered):
     # erfc(y) itself up to y = 0.75; beyond, g(y) = y exp(y^2) erfc(y) in t = (y - 2.0)/(y + 2.0), and
-    # erfc(y) = exp(-y^2) g(y)/y. exp(-y^2) with y^2 rounded would be off by 2 y^2 ulp (1400 at y = 26.5): y^2 is
+    # erfc(y) = exp(-y^2) g(y)/y. exp(-y^2) of a rounded y^2 would be off by hundreds of ulp (up to 512 at y = 26.5): y^2 is
     # given as q_hi + q_lo with q_hi exact (z^2, z = y with the low 32 bits of its significand cleared, so z^2 needs
     # 42 bits) and q_lo = (y - z)(y + z) small, and exp(-y^2) = exp(-q_hi) exp(-q_lo)
     _ERFC_NEAR = 0.75
@@ -250,7 +250,8 @@ if numba is not None:
 
     @numba.njit(cache=True, inline="always", error_model="numpy")
     def _erfc_near(u):
-        """erfc(y) for 0 <= y <= _ERFC_NEAR: a polynomial in u in [-1, 1] (Horner's rule, written out)."""
+        """erfc(y) for 0 <= y <= _ERFC_NEAR:
+        a polynomial in u in [-1, 1] (Horner's rule, written out)."""
         p = -5.890143145066411e-13
         p = p * u - 2.260986754552196e-12
         p = p * u + 4.05919259026275e-11
@@ -272,7 +273,8 @@ if numba is not None:
 
     @numba.njit(cache=True, inline="always", error_model="numpy")
     def _erfc_far(u):
-        """y exp(y^2) erfc(y) for _ERFC_NEAR <= y <= _ERFC_FAR, u from t = (y - K)/(y + K): a polynomial in u in [-1, 1] (Horner's rule, written out)."""
+        """y exp(y^2) erfc(y) for _ERFC_NEAR <= y <= _ERFC_FAR, in t = (y - K)/(y + K):
+        a polynomial in u in [-1, 1] (Horner's rule, written out)."""
         p = -1.7122536773034845e-11
         p = p * u - 8.027937489880194e-12
         p = p * u + 1.8386856274303741e-10

@@ -264,8 +264,8 @@ if numba is not None:
 
     @numba.njit(cache=True, fastmath={"contract"}, error_model="numpy")  # as _forward_loop
     def _forward_step(h_t, W_h):
-        """One step of forward's NumPy loop after its product W_h = W h_{t-1}, in one pass: h_t holds V x_t + b_h and
-        becomes h_t."""
+        """One step of forward's NumPy loop after its product W_h = W h_{t-1}, in one pass: h_t holds
+        V x_t + b_h and becomes h_t."""
         N, H = h_t.shape
         for n in range(N):
             for i in range(H):

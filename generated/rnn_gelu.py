@@ -232,8 +232,9 @@ if numba is not None:
     @numba.njit(cache=True, inline="always", error_model="numpy")  # inlined: the loops' flags apply
     def _activation_pair_scalar(E):
         """(f(E), f'(E)) for one float, their common subexpressions once."""
-        _tmp0 = ndtr_scalar(E)
-        return E*_tmp0, 0.3989422804014327*E*exp_scalar(-0.5*E**2) + _tmp0
+        _tmp0 = max(min(E, 64), -64)
+        _tmp1 = ndtr_scalar(_tmp0)
+        return E*_tmp1, 0.3989422804014327*_tmp0*exp_scalar(-0.5*_tmp0**2) + _tmp1
 
     # a*b + c in one rounding (FMA); no reassociation: the support module's exp and log1p depend on their order
     @numba.njit(cache=True, fastmath={"contract"}, error_model="numpy")
@@ -302,8 +303,8 @@ if numba is not None:
 
     @numba.njit(cache=True, fastmath={"contract"}, error_model="numpy")  # as _forward_loop
     def _forward_step(E_t, W_h, h_t, for_backward):
-        """One step of forward's NumPy loop after its product W_h = W h_{t-1}, in one pass: E_t becomes E_t, then
-        f'(E_t) when ``for_backward``; h_t receives h_t."""
+        """One step of forward's NumPy loop after its product W_h = W h_{t-1}, in one pass: E_t holds V x_t + b_h
+        and becomes f'(E_t) when ``for_backward`` (else it is left as it was); h_t receives h_t."""
         N, H = E_t.shape
         for n in range(N):
             for i in range(H):

@@ -279,10 +279,11 @@ if numba is not None:
     @numba.njit(cache=True, inline="always", error_model="numpy")  # inlined: the loops' flags apply
     def _activation_pair_scalar(E):
         """(f(E), f'(E)) for one float, their common subexpressions once."""
-        _tmp0 = 1.5957691216057308*E
-        _tmp1 = 0.07135481627260025*(E*E*E) + _tmp0
-        _tmp2 = sigmoid_scalar(_tmp1)
-        return E*_tmp2, _tmp0*_tmp2*(0.134145*E**2 + 1)*sigmoid_scalar(-_tmp1) + _tmp2
+        _tmp0 = max(min(E, 32), -32)
+        _tmp1 = 1.5957691216057308*_tmp0
+        _tmp2 = 0.07135481627260025*(_tmp0*_tmp0*_tmp0) + _tmp1
+        _tmp3 = sigmoid_scalar(_tmp2)
+        return E*_tmp3, _tmp1*_tmp3*(0.134145*_tmp0**2 + 1)*sigmoid_scalar(-_tmp2) + _tmp3
 
     # a*b + c in one rounding (FMA); no reassociation: the support module's exp and log1p depend on their order
     @numba.njit(cache=True, fastmath={"contract"}, error_model="numpy")
@@ -351,8 +352,8 @@ if numba is not None:
 
     @numba.njit(cache=True, fastmath={"contract"}, error_model="numpy")  # as _forward_loop
     def _forward_step(E_t, W_h, h_t, for_backward):
-        """One step of forward's NumPy loop after its product W_h = W h_{t-1}, in one pass: E_t becomes E_t, then
-        f'(E_t) when ``for_backward``; h_t receives h_t."""
+        """One step of forward's NumPy loop after its product W_h = W h_{t-1}, in one pass: E_t holds V x_t + b_h
+        and becomes f'(E_t) when ``for_backward`` (else it is left as it was); h_t receives h_t."""
         N, H = E_t.shape
         for n in range(N):
             for i in range(H):

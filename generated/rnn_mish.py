@@ -345,8 +345,8 @@ if numba is not None:
 
     @numba.njit(cache=True, fastmath={"contract"}, error_model="numpy")  # as _forward_loop
     def _forward_step(E_t, W_h, h_t, for_backward):
-        """One step of forward's NumPy loop after its product W_h = W h_{t-1}, in one pass: E_t becomes E_t, then
-        f'(E_t) when ``for_backward``; h_t receives h_t."""
+        """One step of forward's NumPy loop after its product W_h = W h_{t-1}, in one pass: E_t holds V x_t + b_h
+        and becomes f'(E_t) when ``for_backward`` (else it is left as it was); h_t receives h_t."""
         N, H = E_t.shape
         for n in range(N):
             for i in range(H):

@@ -128,7 +128,7 @@ def test_f_prime_misses_stay_within_their_measured_bound(cells, name, dtype):
 # float32 forms lose (gelu's subnormal Phi, gelu_tanh's rounded cubic, the roots of f'); in float64 the same limits
 # hold as for NumPy's forms (measured: gelu f' 435 ulp; gelu_tanh f 614, f' 567; silu f' 61; mish f' 2.1e4) but for
 # gelu's f, whose Phi (the support module's ndtr_scalar) takes exp(-E^2/2) from E's own square, split exactly: within
-# 4 ulp, where SciPy's ndtr (the NumPy target) is 1.5e3 off.
+# 4 ulp, where SciPy's ndtr (the NumPy target) is 1.8e3 off.
 COMPILED_F_XFAIL = {cell: F_XFAIL[cell] for cell in (("gelu_tanh", "float64"),)}
 COMPILED_DF_XFAIL = {cell: DF_XFAIL[cell] for cell in (("silu", "float64"), ("mish", "float64"), ("gelu", "float64"),
                                                        ("gelu_tanh", "float64"))}
@@ -155,8 +155,9 @@ def test_compiled_f_within_4_ulp(measured, name, dtype, target):
 
 @pytest.mark.parametrize("name, dtype, target", [_compiled(c, COMPILED_DF_XFAIL) for c in COMPILED])
 def test_compiled_f_prime_within_its_bound(measured, name, dtype, target):
-    """The f' the backward pass reads after the compiled forward: the loop's own where f' is kept, NumPy's f'(h)
-    (of the loop's h) where it is taken from the output."""
+    """The f' the backward pass multiplies by after the compiled forward: the loop's own where f' is kept; where it
+    is taken from the output, NumPy's f'(h) of the loop's h ("numba", "numba_blas") or the compiled step's, in
+    double ("numba_step")."""
     cell = _compiled_cell(measured, name, dtype, target)
     if name in LIMITED_BY_H:
         assert cell.df_from == "h" and cell.df_abs_eps <= H_FORM_ABS_EPS, f"{cell.df_abs_eps:.3g} eps"
@@ -164,11 +165,12 @@ def test_compiled_f_prime_within_its_bound(measured, name, dtype, target):
         assert cell.df_ulp <= DF_TARGET_ULP, f"{cell.df_ulp:.3g} ulp at E = {cell.df_at}"
 
 
-@pytest.mark.parametrize("name, dtype, target", [c for c in COMPILED if c[:2] in LOOSE_F])
+# (the cells a compiled target misses; where it meets the target, the tests above hold it there)
+@pytest.mark.parametrize("name, dtype, target", [c for c in COMPILED if c[:2] in COMPILED_F_XFAIL])
 def test_compiled_f_misses_stay_within_their_measured_bound(measured, name, dtype, target):
     assert _compiled_cell(measured, name, dtype, target).f_ulp <= LOOSE_F[name, dtype]
 
 
-@pytest.mark.parametrize("name, dtype, target", [c for c in COMPILED if c[:2] in LOOSE_DF])
+@pytest.mark.parametrize("name, dtype, target", [c for c in COMPILED if c[:2] in COMPILED_DF_XFAIL])
 def test_compiled_f_prime_misses_stay_within_their_measured_bound(measured, name, dtype, target):
     assert _compiled_cell(measured, name, dtype, target).df_ulp <= LOOSE_DF[name, dtype]

@@ -111,6 +111,22 @@ PACKED_DOUBLE = r"\bv?(?:mul|add|sub|fmadd\d*|div)pd\b"  # mulpd, vaddpd, vfmadd
 PACKED = r"\bv?(?:mul|add|sub|fmadd\d*|div)p[sd]\b"  # the same, double or single
 
 
+@pytest.mark.parametrize("name, points", [("erfc", [26.6, 26.8, 27.0, 27.2]), ("ndtr", [-37.6, -38.0, -38.4])])
+def test_subnormal_results_within_one_step_of_the_subnormal_grid(name, points):
+    """erfc and Phi where their values are subnormal (erfc(y) below 2.2e-308 from y = 26.55, Phi below u = -37.5),
+    which the ulp bounds above skip: within one step of the subnormal grid (4.9e-324) of the exact value, as libm's
+    erfc is (exp(-q_hi) reaches the subnormals; the other factors are at most 1, so the result is rounded there once
+    more)."""
+    values = np.array(points)
+    got = np.empty_like(values)
+    _compiled(name)(values, got)
+    with mpmath.workdps(40):
+        for u, g in zip(points, got):
+            exact = EXACT[name](mpmath.mpf(u))
+            assert 5e-324 < exact < 2.2250738585072014e-308, (u, exact)  # subnormal, not 0
+            assert abs(mpmath.mpf(float(g)) - exact) <= mpmath.mpf(5e-324), (u, g, exact)
+
+
 @X86
 @pytest.mark.parametrize("name", sorted(BOUND_ULP))
 def test_the_loop_around_each_is_vector_code(name):
@@ -148,7 +164,7 @@ def test_the_kernels_compiled_forward_step_is_vector_code(name, dtype):
 
 
 @X86
-@pytest.mark.parametrize("name", ["sigmoid", "silu", "gelu_tanh", "selu", "softplus"])
+@pytest.mark.parametrize("name", ["sigmoid", "silu", "gelu_tanh", "gelu", "selu", "softplus"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_the_kernels_compiled_steps_are_vector_code(name, dtype):
     """The same for the steps "numba_step" runs inside NumPy's loops: ``_forward_step`` (E is h for sigmoid, selu and

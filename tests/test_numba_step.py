@@ -27,9 +27,10 @@ def _run(module, backend, args, dh):
 def test_the_compiled_steps_give_the_numpy_loops_results(name, dtype, tol):
     """Forward and every gradient of "numba_step" against "numpy", with W Fortran-ordered, h0 and dh strided views:
     ``tol`` relative to each array's largest entry. float64: the same forms, f and f' by the support module's
-    functions instead of NumPy's ufuncs (within an ulp or two of each other, tests/test_compiled_math.py), 7 steps:
-    ~1e-15 measured. float32: the compiled step computes f and f' in double and rounds once, NumPy's ufuncs in
-    float32 (~1e-6 measured)."""
+    functions instead of NumPy's ufuncs (within a few ulp of each other where the values are O(1); gelu's Phi differs
+    from SciPy's by up to 1.8e3 ulp only in a tail where h is tiny against the largest entry), 7 steps: ~1e-15
+    measured. float32: the compiled step computes f and f' in double and rounds once, NumPy's ufuncs in float32
+    (~1e-6 measured)."""
     module = generated.load(name)
     x, h0, V, W, b = rnn_inputs(7, 3, 4, 6, dtype=dtype, seed=5)
     W = np.asfortranarray(W)
@@ -114,3 +115,28 @@ def test_numba_step_without_numba_says_what_to_install(monkeypatch):
     h, cache = module.forward(*rnn_inputs(3, 5, 5, 256, seed=1))
     module.backward(np.ones_like(h), cache)
     assert calls == []
+
+
+@pytest.mark.parametrize("target", ["numba", "numba_blas", "numba_step"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", generated.ACTIVATIONS)
+def test_each_compiled_target_gives_numpys_values_at_extreme_inputs(name, dtype, target):
+    """f, and the f' backward multiplies by, at +-inf, +-1e30, +-1e200 (float64), +-1e19 and NaN, as NumPy's forms
+    give them (1e-12 relative in float64, 1e-6 in float32; NaN where NumPy has NaN): saturate's clamp keeps gelu's
+    and gelu_tanh's f' from inf * 0 = NaN in the compiled pair as in NumPy's, and the clamp lets NaN through. f'
+    from h (numba_step computes it in double from the stored h) within 2 eps absolute, the bound such forms have
+    (tests/test_accuracy.py): selu's h + 1.7580993 at h = -1.7580993 is 0 in float32, 2.3e-8 in double."""
+    from verify.accuracy import computed
+
+    module = generated.load(name)
+    if target == "numba_blas" and not support.NUMBA_BLAS:
+        pytest.skip("SciPy (the fast extra) is not installed: the compiled BLAS target is not tested")
+    big = [np.inf, 1e200, 1e30, 1e19] if dtype == np.float64 else [np.inf, 1e30, 1e19]
+    E = np.array(big + [-v for v in big] + [np.nan], dtype=dtype)
+    with np.errstate(all="ignore"):
+        want = computed(module, E, "numpy")
+        got = computed(module, E, target)
+    for label, g, w in zip(("f", "f'"), got, want):
+        atol = 2 * np.finfo(dtype).eps if label == "f'" and module.USES_OUTPUT else 0
+        np.testing.assert_allclose(g, w, rtol=1e-12 if dtype == np.float64 else 1e-6, atol=atol, equal_nan=True,
+                                   err_msg=f"{label} at {E}")
