@@ -276,9 +276,9 @@ def returned(name):
 
 def vectorizes(expr):
     """Whether ``expr``'s scalar form (``scalar_body``) is arithmetic, comparisons, selections, |u|, max and min,
-    integer powers and the support module's exp, expm1, log1p, tanh, sigmoid, softplus, erfc and ndtr only: what LLVM turns
-    into vector code inside a Numba loop. A call of the math library (erf, sin, a real power, ...) is made one value
-    at a time there (Numba's LLVM has no SVML here)."""
+    integer powers and the support module's exp, expm1, log1p, tanh, sigmoid, softplus, erfc and ndtr only: what
+    LLVM turns into vector code inside a Numba loop. A call of the math library (erf, sin, a real power, ...) is
+    made one value at a time there (Numba's LLVM has no SVML here)."""
     prepared = prepare_scalar(expr)
     return (all(isinstance(f, VECTOR_FUNCTIONS) for f in prepared.atoms(sp.Function))
             and all(p.exp.is_Integer for p in prepared.atoms(sp.Pow)))

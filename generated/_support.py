@@ -239,10 +239,10 @@ if numba is not None:
         return s if u >= 0.0 else z * s  # NaN: z is NaN
 
     # erfc(y), y >= 0, from polynomials fitted by codegen/support_fits.py (mpmath, when this module is rendered):
-    # erfc(y) itself up to y = 0.75; beyond, g(y) = y exp(y^2) erfc(y) in t = (y - 2.0)/(y + 2.0), and
-    # erfc(y) = exp(-y^2) g(y)/y. exp(-y^2) of a rounded y^2 would be off by hundreds of ulp (up to 512 at y = 26.5): y^2 is
-    # given as q_hi + q_lo with q_hi exact (z^2, z = y with the low 32 bits of its significand cleared, so z^2 needs
-    # 42 bits) and q_lo = (y - z)(y + z) small, and exp(-y^2) = exp(-q_hi) exp(-q_lo)
+    # erfc(y) itself up to y = 0.75; beyond, g(y) = y exp(y^2) erfc(y) in t = (y - 2.0)/(y + 2.0),
+    # and erfc(y) = exp(-y^2) g(y)/y. exp(-y^2) of a rounded y^2 would be off by hundreds of ulp (up to 512 at
+    # y = 26.5): y^2 is given as q_hi + q_lo with q_hi exact (z^2, z = y with the low 32 bits of its significand
+    # cleared, so z^2 needs 42 bits) and q_lo = (y - z)(y + z) small, and exp(-y^2) = exp(-q_hi) exp(-q_lo)
     _ERFC_NEAR = 0.75
     _ERFC_FAR = 27.3  # erfc(y) rounds to 0 in double from here on
     _ERFC_K = 2.0
